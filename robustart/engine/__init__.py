@@ -1,0 +1,1 @@
+"""Batching, devices, job keys, shards and resume."""
