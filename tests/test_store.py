@@ -65,6 +65,16 @@ def test_meta_records_provenance(tmp_path):
     assert ((rec["margin"] > 0) == rec["correct"]).all()  # margin: true logit minus best other
 
 
+def _assert_same_records(a, b):
+    import numpy as np
+
+    assert list(a.columns) == list(b.columns)
+    exact = [c for c in a.columns if c not in ("prob", "margin")]
+    assert a[exact].astype(str).equals(b[exact].astype(str))
+    for c in ("prob", "margin"):
+        np.testing.assert_allclose(a[c].to_numpy(), b[c].to_numpy(), rtol=1e-4, atol=1e-5)
+
+
 def test_corrupt_shard_is_recomputed(tmp_path):
     store = ResultsStore(tmp_path)
     res = evaluate("efficientnet_lite0", store=store, shard_size=2, progress=False)
@@ -75,7 +85,9 @@ def test_corrupt_shard_is_recomputed(tmp_path):
     store.write_meta(res.key, meta)
     again = evaluate("efficientnet_lite0", store=store, shard_size=2, progress=False)
     assert not again.reused
-    assert again.records.equals(good)
+    # Shard 1 was recomputed in a smaller batch: predictions are identical, float columns agree
+    # to rounding (CPU conv kernels may pick another algorithm for another batch size).
+    _assert_same_records(again.records, good)
     assert again.meta["runs"][-1]["resumed_shards"] == 1
 
 

@@ -17,6 +17,8 @@ def load_rgb(path: str | Path) -> tuple[Image.Image, str]:
     """(RGB image, note). The note says what conversion was applied ("" when none)."""
     path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise BadImageError("empty file")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. "Palette images with transparency"
             with Image.open(path) as im:

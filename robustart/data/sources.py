@@ -104,9 +104,9 @@ def image_folder(root: Path) -> DataSource:
     samples, skipped = [], []
     for c in classes:
         for p in (root / c).rglob("*"):
-            if not p.is_file() or p.name.startswith("."):
-                continue
             rel = p.relative_to(root).as_posix()
+            if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
+                continue  # hidden files and folders (.ipynb_checkpoints, ...) are not data
             if _is_image_name(p):
                 samples.append(Sample(rel, label_of[c], p))
             else:
@@ -143,7 +143,13 @@ def labels_file(path: Path, root: Path | None = None) -> DataSource:
     index = _wnid_index()
     samples = []
     max_label = -1
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as e:
+        raise DataError(
+            f"{path}: cannot read it as a labels file of `relative/path label` lines ({e})."
+        ) from None
+    for n, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -151,7 +157,7 @@ def labels_file(path: Path, root: Path | None = None) -> DataSource:
         if len(parts) != 2:
             raise DataError(f"{path}:{n}: expected `relative/path label`, got {line!r}.")
         rel, lab = parts
-        if lab.isdigit():
+        if lab.isdecimal():  # exactly what int() accepts ('²'.isdigit() is True)
             label = int(lab)
         elif lab in index:
             label = index[lab]

@@ -8,11 +8,13 @@ safetensors or `torch.load(weights_only=True)`; arbitrary pickles are refused.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +48,8 @@ def sha256_matches(actual: str, expected: str | None) -> bool:
     if not expected:
         return True
     expected = expected.lower()
+    if len(expected) < 8 or not re.fullmatch(r"[0-9a-f]+", expected):
+        raise ValueError(f"a pinned sha256 must be at least 8 hex digits, got {expected!r}")
     return actual == expected if len(expected) == 64 else actual.startswith(expected)
 
 
@@ -145,13 +149,13 @@ def download_url(
     """Download url to dest through a temporary file; verify size and sha256; rename into place."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
         try:
             response = urllib.request.urlopen(urllib.request.Request(url), timeout=timeout)
         except urllib.error.HTTPError as e:
             raise DownloadError(f"{what}: {url} answered HTTP {e.code} {e.reason}.") from None
-        except (urllib.error.URLError, OSError) as e:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             raise DownloadError(f"{what}: cannot reach {url} ({reason}).") from None
         with response:
@@ -163,7 +167,8 @@ def download_url(
                 while True:
                     try:
                         block = response.read(_CHUNK)
-                    except (OSError, ValueError) as e:  # connection dropped mid-transfer
+                    # Connection dropped mid-transfer (IncompleteRead is an HTTPException).
+                    except (OSError, ValueError, http.client.HTTPException) as e:
                         raise DownloadError(
                             f"{what}: transfer of {url} broke off after {received} bytes ({e})."
                         ) from None
@@ -199,12 +204,12 @@ def _fetch_hf(entry: ModelEntry, cache_dir: Path | None, force: bool, progress: 
                 force_download=force,
             )
         )
+    except LocalEntryNotFoundError as e:  # a subclass of EntryNotFoundError: catch it first
+        raise _not_available(entry, cache_dir, f"the hub could not be reached ({e})") from None
     except EntryNotFoundError:
         raise DownloadError(
             f"model {entry.name!r}: {src.hf_filename} is not in hub repo {src.hf_hub_id}."
         ) from None
-    except LocalEntryNotFoundError as e:
-        raise _not_available(entry, cache_dir, f"the hub could not be reached ({e})") from None
     except HfHubHTTPError as e:
         raise DownloadError(f"model {entry.name!r}: hub download failed: {e}") from None
     except OSError as e:
