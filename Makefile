@@ -11,16 +11,18 @@ export ROBUSTART_IMAGENET_SAMPLE
 
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	# The reference attacks for tests and benchmarks; --no-deps: see pyproject.toml's dev extra.
+	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/robustart eval --model efficientnet_lite0
+	$(BIN)/robustart eval --model efficientnet_lite0 --noise pgd
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

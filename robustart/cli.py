@@ -47,10 +47,28 @@ def _print_json(obj) -> None:
 # --------------------------------------------------------------------------- eval
 
 
+_METRIC_COLUMNS = [  # (metric key, column title) shown when a job's records have it
+    ("clean_top1", "clean %"), ("top1", "top-1 %"), ("top5", "top-5 %"), ("ar", "AR %"),
+    ("asr", "ASR %"), ("flip_rate", "flips %"), ("mean_pert_norm", "‖δ‖"),
+]
+
+
+def _noise_label(cfg: dict) -> str:
+    """A short name for a job's noise: its name, then what tells it apart (norm, eps, ...)."""
+    parts = [cfg["name"]]
+    for k in ("corruption", "severity", "src", "norm"):
+        if k in cfg:
+            parts.append(str(cfg[k]))
+    if "eps" in cfg:
+        e = cfg["eps"]
+        parts.append(f"{e * 255:.3g}/255" if cfg.get("norm") == "linf" else f"{e:.3g}")
+    return " ".join(parts)
+
+
 @app.command("eval", rich_help_panel="Evaluate")
 def eval_cmd(
     model: Annotated[str, typer.Option("--model", "-m", help="Zoo model name (see `robustart zoo list`).")] = "efficientnet_lite0",
-    noise: Annotated[str, typer.Option("--noise", "-n", help="Noise spec; `clean` for now.")] = "clean",
+    noise: Annotated[str, typer.Option("--noise", "-n", help="Noise spec, e.g. clean, pgd, pgd:eps=4/255,steps=20, autoattack, adversarial (see `robustart noises`).")] = "clean",
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="ImageFolder root, flat `<wnid>_*.JPEG` folder, labels file, or `builtin` (default: the built-in sample).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder that a labels file's paths are relative to (default: the file's folder).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use the first N samples (ordered by relative path).")] = None,
@@ -60,35 +78,86 @@ def eval_cmd(
     store: StoreOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute even if this job has finished before.")] = False,
     shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Records per Parquet shard (the unit of resume).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Random seed, recorded with the job.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (random starts, stochastic noises); part of a noise job's key.")] = 0,
+    corruption_impl: Annotated[Optional[str], typer.Option("--corruption-impl", help="Corruption noises: torch (ours, batched) or reference (imagecorruptions).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Evaluate one model under one noise; print top-1/top-5 and store per-sample records."""
-    from robustart.engine.evaluate import evaluate
+    """Evaluate one model under one noise (or a suite of noises); print metrics and store
+    per-sample records, one job per noise."""
+    from robustart.engine.evaluate import evaluate_suite
 
+    if corruption_impl:
+        noise = f"{noise}{',' if ':' in noise else ':'}impl={corruption_impl}"
     try:
-        res = evaluate(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
-                       workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
-                       data_root=data_root, progress=not as_json and sys.stderr.isatty())
+        res = evaluate_suite(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
+                             workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
+                             data_root=data_root, progress=not as_json and sys.stderr.isatty())
     except (RobustartError, KeyError) as e:
         _fail(e)
-    summary = res.to_json()
     if as_json:
-        _print_json(summary)
+        _print_json(res.jobs[0].to_json() if len(res.jobs) == 1 else res.to_json())
         return
-    m = res.metrics
-    t = Table(title=f"robustart eval — {summary['model']} · {summary['noise']}", title_justify="left")
-    for c in ("model", "noise", "dataset", "n", "failed", "top-1 %", "top-5 %"):
-        t.add_column(c, justify="right" if c in ("n", "failed", "top-1 %", "top-5 %") else "left")
-    t.add_row(summary["model"], summary["noise"], summary["dataset"], str(m["n"]), str(m["n_failed"]),
-              _fmt(m["top1"]), _fmt(m["top5"]))
+    first = res.jobs[0].to_json()
+    t = Table(title=f"robustart eval — {first['model']} · {noise} · {first['dataset']}", title_justify="left")
+    metrics = [j.metrics for j in res.jobs]
+    adversarial = any("ar" in m for m in metrics)
+    keys = ("clean_top1", "top1", "ar", "asr", "mean_pert_norm") if adversarial else \
+        ("clean_top1", "top1", "top5", "flip_rate")
+    cols = [(k, title) for k, title in _METRIC_COLUMNS if k in keys and any(k in m for m in metrics)]
+    any_failed = any(m["n_failed"] for m in metrics)
+    t.add_column("noise", no_wrap=True)
+    for c in ["n"] + (["failed"] if any_failed else []) + [title for _, title in cols]:
+        t.add_column(c, justify="right", no_wrap=True)
+    for j, m in zip(res.jobs, metrics):
+        t.add_row(_noise_label(j.meta["config"]["noise"]), str(m["n"]),
+                  *([str(m["n_failed"])] if any_failed else []),
+                  *[(f"{m[k]:.3g}" if k == "mean_pert_norm" and not math.isnan(m[k]) else _fmt(m.get(k, float("nan"))))
+                    for k, _ in cols])
     out.print(t)
-    how = "reused the finished job (--force recomputes)" if res.reused else "stored"
-    out.print(f"job [bold]{res.key}[/] {how} in {res.store.root}", highlight=False, soft_wrap=True)
-    if m["n_failed"]:
-        failed = res.records[res.records["status"] != "ok"]
-        for _, r in failed.head(5).iterrows():
-            err.print(f"[yellow]failed:[/] {r['sample_id']}: {r['error']}", highlight=False, soft_wrap=True)
+    if res.metrics:
+        s = Table(title="suite", title_justify="left", show_header=False)
+        s.add_column("metric", style="bold")
+        s.add_column("value", justify="right")
+        for k, v in res.metrics.items():
+            s.add_row(k, _fmt(v))
+        out.print(s)
+    for j in res.jobs:
+        how = "reused the finished job (--force recomputes)" if j.reused else "stored"
+        out.print(f"job [bold]{j.key}[/] {how} in {j.store.root}", highlight=False, soft_wrap=True)
+        for w in j.meta.get("checks", {}).get("warnings", []):
+            err.print(f"[yellow]warning:[/] {j.key}: {w}", highlight=False, soft_wrap=True)
+        m = j.metrics
+        if m.get("zero_grad_share", 0) > 0 or m.get("no_loss_gain_share", 0) > 10:
+            err.print(f"[yellow]warning:[/] {j.key}: gradient-masking signs: {m['zero_grad_share']:.1f}% of attacked "
+                      f"samples have a zero input gradient, {m['no_loss_gain_share']:.1f}% were neither fooled nor "
+                      "had their loss raised; try more restarts, or a black-box attack (square).",
+                      highlight=False, soft_wrap=True)
+    failed = res.jobs[0].records
+    failed = failed[failed["status"] != "ok"]
+    for _, r in failed.head(5).iterrows():
+        err.print(f"[yellow]failed:[/] {r['sample_id']}: {r['error']}", highlight=False, soft_wrap=True)
+
+
+@app.command("noises", rich_help_panel="Evaluate")
+def noises_cmd(as_json: JsonOpt = False) -> None:
+    """The noise specs `--noise` takes, with their parameters."""
+    from robustart.noises import _families, available
+
+    if as_json:
+        _print_json({name: {"help": h, "params": getattr(f, "PARAMS", {}).get(name, {})}
+                     for f in _families() for name, h in f.NAMES.items()})
+        return
+    t = Table(title=f"robustart noises — {len(available())}", title_justify="left")
+    t.add_column("name", no_wrap=True, style="bold")
+    t.add_column("what")
+    t.add_column("parameters", overflow="fold")
+    for f in _families():
+        params = getattr(f, "PARAMS", {})
+        for name, h in f.NAMES.items():
+            t.add_row(name, h, ", ".join(params.get(name, {})))
+    out.print(t)
+    out.print("Grammar: NAME[:k=v,k=v] (e.g. pgd:eps=4/255,steps=20, corruption:glass_blur:3). "
+              "Fractions like 4/255 are read as numbers.", highlight=False)
 
 
 # --------------------------------------------------------------------------- zoo
@@ -231,7 +300,7 @@ def results_show(
         _fail(e)
     meta = st.read_meta(full)
     rec = st.read_records(full)
-    summary = M.summary(rec) if len(rec) else {}
+    summary = M.noise_summary(rec) if len(rec) else {}
     if as_json:
         _print_json({"meta": meta, "metrics": summary,
                      "records": rec.head(records).to_dict(orient="records") if records else []})

@@ -31,23 +31,26 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def record_schema():
+def record_schema(noise=None):
+    """Per-sample record columns: the base ones, then for a noise job the model's clean
+    prediction on the same sample and the noise family's own columns."""
     import pyarrow as pa
 
-    return pa.schema(
-        [
-            ("sample_id", pa.string()),
-            ("label", pa.int32()),
-            ("pred", pa.int32()),
-            ("top5", pa.list_(pa.int32())),
-            ("correct", pa.bool_()),
-            ("prob", pa.float32()),  # softmax probability of the true class
-            ("margin", pa.float32()),  # true-class logit minus the largest other logit
-            ("status", pa.string()),  # "ok" or "failed"
-            ("error", pa.string()),  # why a sample failed
-            ("note", pa.string()),  # conversions applied while decoding (e.g. from CMYK)
-        ]
-    )
+    fields = [
+        ("sample_id", pa.string()),
+        ("label", pa.int32()),
+        ("pred", pa.int32()),
+        ("top5", pa.list_(pa.int32())),
+        ("correct", pa.bool_()),
+        ("prob", pa.float32()),  # softmax probability of the true class
+        ("margin", pa.float32()),  # true-class logit minus the largest other logit
+        ("status", pa.string()),  # "ok" or "failed"
+        ("error", pa.string()),  # why a sample failed
+        ("note", pa.string()),  # conversions applied while decoding (e.g. from CMYK)
+    ]
+    if noise is not None:
+        fields += [("clean_pred", pa.int32()), ("clean_correct", pa.bool_())] + list(noise.fields)
+    return pa.schema(fields)
 
 
 class _ImageDataset(torch.utils.data.Dataset):
@@ -72,6 +75,12 @@ class _ImageDataset(torch.utils.data.Dataset):
             return i, None, f"{type(e).__name__}: {e}", ""
 
 
+def entry_transform(entry):
+    from robustart.data.transforms import eval_transform
+
+    return eval_transform(entry)
+
+
 def _collate(batch):
     return batch
 
@@ -88,44 +97,95 @@ def _forward(model, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([_forward(model, x[:h]), _forward(model, x[h:])])
 
 
-def clean_records(model, batch, samples: list[Sample], device) -> list[dict]:
-    """Per-sample records for one batch of (index, uint8 image | None, error, note)."""
+class _SubsetModel(torch.nn.Module):
+    """A 1000-class model restricted to a dataset's class subset (ImageNet-A/R: 200 classes):
+    logits of those classes only, so attacks and softmax see the same task the dataset poses."""
+
+    def __init__(self, model, subset):
+        super().__init__()
+        self.model = model
+        self.register_buffer("subset", torch.as_tensor(subset, dtype=torch.long))
+
+    def forward(self, x):
+        return self.model(x).index_select(1, self.subset.to(x.device))
+
+
+def _outcome(logits: torch.Tensor, labels: torch.Tensor):
+    """pred, top5, true-class probability and margin per row; labels must be in range."""
+    top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+    true_logit = logits.gather(1, labels[:, None])[:, 0]
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    prob = logits.softmax(1).gather(1, labels[:, None])[:, 0]
+    return top5.cpu(), prob.cpu(), (true_logit - other).cpu()
+
+
+def batch_records(model, batch, samples: list[Sample], device, noise=None, seed: int = 0,
+                  subset=None, clean_cache: dict | None = None) -> list[dict]:
+    """Per-sample records for one batch of (index, uint8 image | None, error, note).
+
+    With a noise: the clean logits are computed once (or taken from `clean_cache`, shared by the
+    jobs of a suite), the noise makes its batch, and the model's predictions on it are recorded
+    beside the clean prediction. `subset`: class indices the model is restricted to."""
     rows = {}
     good = []
+    extra_cols = [name for name, _ in noise.fields] if noise is not None else []
+
+    def failed(s, note, err):
+        row = {"sample_id": s.id, "label": s.label, "note": note, "pred": -1, "top5": [], "correct": False,
+               "prob": float("nan"), "margin": float("nan"), "status": "failed", "error": err}
+        if noise is not None:
+            row.update({"clean_pred": -1, "clean_correct": False}, **{c: None for c in extra_cols})
+        return row
+
+    to_pos = {c: k for k, c in enumerate(subset)} if subset is not None else None
     for i, x, err, note in batch:
         s = samples[i]
-        base = {"sample_id": s.id, "label": s.label, "note": note}
         if x is None:
-            rows[i] = {**base, "pred": -1, "top5": [], "correct": False, "prob": float("nan"),
-                       "margin": float("nan"), "status": "failed", "error": err}
+            rows[i] = failed(s, note, err)
+        elif to_pos is not None and s.label not in to_pos:
+            rows[i] = failed(s, note, f"label {s.label} is not among the dataset's {len(to_pos)} classes")
         else:
             good.append((i, x, note))
     if good:
         xb = torch.stack([x for _, x, _ in good]).to(device, non_blocking=True).float().div_(255.0)
-        with torch.inference_mode():
-            logits = _forward(model, xb).float()
-        n_cls = logits.shape[1]
-        labels = torch.tensor([samples[i].label for i, _, _ in good], device=logits.device)
+        ids = [samples[i].id for i, _, _ in good]
+        labels = [samples[i].label for i, _, _ in good]
+        labels = torch.tensor([to_pos[lab] for lab in labels] if to_pos else labels, device=xb.device)
+        cached = [clean_cache.get(sid) for sid in ids] if clean_cache is not None and noise is not None else None
+        if cached is not None and all(c is not None for c in cached):
+            clean_logits = torch.stack(cached).to(xb.device)
+        else:
+            with torch.inference_mode():
+                clean_logits = _forward(model, xb).float()
+            if clean_cache is not None and noise is not None:
+                clean_cache.update(zip(ids, clean_logits.cpu()))
+        n_cls = clean_logits.shape[1]
         in_range = labels < n_cls
         lab = labels.clamp(max=n_cls - 1)
-        probs = logits.softmax(1)
-        top5 = logits.topk(min(5, n_cls), dim=1).indices
-        true_logit = logits.gather(1, lab[:, None])[:, 0]
-        other = logits.scatter(1, lab[:, None], float("-inf")).amax(1)
-        margin = (true_logit - other).cpu()
-        prob = probs.gather(1, lab[:, None])[:, 0].cpu()
-        top5 = top5.cpu()
+        extras: dict = {}
+        if noise is None:
+            logits = clean_logits
+        else:
+            out = noise.apply(model, xb, lab, ids, clean_logits, seed)
+            with torch.inference_mode():
+                logits = _forward(model, out.x).float()
+            extras = noise.complete(out.extras, clean_logits, logits, lab)
+            clean_pred = clean_logits.argmax(1).cpu()
+        top5, prob, margin = _outcome(logits, lab)
+        back = (lambda k: subset[k]) if subset is not None else (lambda k: k)
         for k, (i, _, note) in enumerate(good):
             s = samples[i]
             if not bool(in_range[k]):
-                rows[i] = {"sample_id": s.id, "label": s.label, "note": note, "pred": -1, "top5": [],
-                           "correct": False, "prob": float("nan"), "margin": float("nan"),
-                           "status": "failed", "error": f"label {s.label} is outside the model's {n_cls} classes"}
+                rows[i] = failed(s, note, f"label {s.label} is outside the model's {n_cls} classes")
                 continue
-            t5 = top5[k].tolist()
+            t5 = [back(c) for c in top5[k].tolist()]
             rows[i] = {"sample_id": s.id, "label": s.label, "pred": t5[0], "top5": t5,
                        "correct": t5[0] == s.label, "prob": float(prob[k]), "margin": float(margin[k]),
                        "status": "ok", "error": "", "note": note}
+            if noise is not None:
+                cp = back(int(clean_pred[k]))
+                rows[i].update(clean_pred=cp, clean_correct=cp == s.label,
+                               **{c: extras[c][k] for c in extra_cols})
     return [dict(rows[i], _index=i) for i in sorted(rows)]
 
 
@@ -145,11 +205,13 @@ class JobResult:
 
     @property
     def metrics(self) -> dict:
-        return M.summary(self.records)
+        return M.noise_summary(self.records)
 
     def to_json(self) -> dict:
         cfg = self.meta["config"]
         m = self.metrics
+        core = ("top1", "top5", "clean_top1", "ar", "asr", "flip_rate", "mean_pert_norm", "max_pert_linf",
+                "zero_grad_share", "no_loss_gain_share")
         return {
             "key": self.key,
             "model": cfg["model"]["name"],
@@ -159,17 +221,18 @@ class JobResult:
             "n": m["n"],
             "n_failed": m["n_failed"],
             "precision": cfg["precision"],
-            "metrics": {"top1": m["top1"], "top5": m["top5"]},
+            "metrics": {k: m[k] for k in core if k in m},
+            "checks": self.meta.get("checks", {}),
             "reused": self.reused,
             "store": str(self.store.root),
         }
 
 
 def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, source: DataSource,
-               samples: list[Sample], precision: str) -> dict:
+               samples: list[Sample], precision: str, seed: int = 0) -> dict:
     import robustart
 
-    return {
+    config = {
         "model": {
             "name": entry.name,
             "arch": entry.arch,
@@ -190,6 +253,11 @@ def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, sourc
         "precision": precision,
         "robustart": robustart.__version__,
     }
+    if noise["name"] != "clean":  # a noise may draw random numbers: its seed changes results
+        config["seed"] = seed
+    if getattr(source, 'class_subset', None) is not None:
+        config["dataset"]["class_subset"] = list(getattr(source, 'class_subset', None))
+    return config
 
 
 def _progress_bar(enabled: bool):
@@ -205,6 +273,68 @@ def _progress_bar(enabled: bool):
         console=Console(stderr=True),
         disable=not enabled,
     )
+
+
+@dataclass
+class _Run:
+    """What the jobs of one `evaluate` / `evaluate_suite` call share: the model (built once, on
+    first need), the dataset listing and the clean logits per sample (for the jobs of a suite)."""
+
+    entry: ModelEntry
+    source: DataSource
+    samples: list[Sample]
+    dev: torch.device
+    store: ResultsStore
+    weights_path: Path
+    weights_sha: str
+    batch_size: int
+    workers: int | None
+    shard_size: int | None
+    seed: int
+    precision: str
+    progress: bool
+    model: object = None
+    clean_cache: dict = field(default_factory=dict)
+
+    def zoo_model(self):
+        if self.model is None:
+            from robustart.zoo.build import ZooModel, build_network, load_weights_into
+
+            torch.manual_seed(self.seed)
+            net = build_network(self.entry)
+            load_weights_into(net, self.entry, self.weights_path)
+            self.model = ZooModel(net, self.entry, self.weights_sha).to(self.dev).eval()
+            if getattr(self.source, 'class_subset', None) is not None:
+                self.model = _SubsetModel(self.model, getattr(self.source, 'class_subset', None)).to(self.dev).eval()
+        return self.model
+
+
+def _prepare(model, data, *, limit, batch_size, device, workers, store, shard_size, seed, precision,
+             data_root, progress) -> _Run:
+    from robustart.engine.env import resolve_device
+    from robustart.zoo import weights as W
+
+    if batch_size < 1:
+        raise RobustartError(f"--batch-size must be >= 1, got {batch_size}")
+    if precision not in PRECISIONS:
+        raise RobustartError(f"--precision {precision!r} is not supported yet; choose from {PRECISIONS}.")
+    entry = model if isinstance(model, ModelEntry) else get_entry(model)
+    source = open_source(data, root=data_root)
+    samples = source.take(limit)
+    if not samples:
+        raise DataError(f"dataset {source.name} has no samples to evaluate (limit={limit}).")
+    dev = resolve_device(device)
+    store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+
+    weights_path = W.fetch(entry, progress=progress)
+    weights_sha = W.file_sha256(weights_path)
+    if not W.sha256_matches(weights_sha, entry.weights.sha256):
+        raise W.ChecksumError(
+            f"model {entry.name!r}: checkpoint {weights_path} has sha256 {weights_sha}, expected "
+            f"{entry.weights.sha256}. Delete it and download again (`robustart zoo download {entry.name} --force`)."
+        )
+    return _Run(entry, source, samples, dev, store, weights_path, weights_sha, batch_size, workers, shard_size,
+                seed, precision, progress)
 
 
 def evaluate(
@@ -224,32 +354,66 @@ def evaluate(
     data_root: str | Path | None = None,
     progress: bool = True,
 ) -> JobResult:
-    """Run (or reuse, or resume) one job and return its result handle."""
-    from robustart.engine.env import device_info, git_info, resolve_device, versions
-    from robustart.zoo import weights as W
-    from robustart.zoo.build import ZooModel, build_network, load_weights_into
-
-    if batch_size < 1:
-        raise RobustartError(f"--batch-size must be >= 1, got {batch_size}")
-    if precision not in PRECISIONS:
-        raise RobustartError(f"--precision {precision!r} is not supported yet; choose from {PRECISIONS}.")
-    entry = model if isinstance(model, ModelEntry) else get_entry(model)
+    """Run (or reuse, or resume) one job and return its result handle. A suite spec (e.g.
+    `adversarial`, `imagenet-c`) is an error here: use `evaluate_suite`."""
     noise_cfg = parse_noise(noise)
-    source = open_source(data, root=data_root)
-    samples = source.take(limit)
-    if not samples:
-        raise DataError(f"dataset {source.name} has no samples to evaluate (limit={limit}).")
-    dev = resolve_device(device)
-    store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    run = _prepare(model, data, limit=limit, batch_size=batch_size, device=device, workers=workers, store=store,
+                   shard_size=shard_size, seed=seed, precision=precision, data_root=data_root, progress=progress)
+    return _run_job(run, noise_cfg, force)
 
-    weights_path = W.fetch(entry, progress=progress)
-    weights_sha = W.file_sha256(weights_path)
-    if not W.sha256_matches(weights_sha, entry.weights.sha256):
-        raise W.ChecksumError(
-            f"model {entry.name!r}: checkpoint {weights_path} has sha256 {weights_sha}, expected "
-            f"{entry.weights.sha256}. Delete it and download again (`robustart zoo download {entry.name} --force`)."
-        )
-    config = job_config(entry, weights_sha, noise_cfg, source, samples, precision)
+
+@dataclass
+class SuiteResult:
+    """The jobs of one noise spec (one job for a single noise), and suite metrics over them."""
+
+    jobs: list[JobResult]
+    metrics: dict
+
+    def to_json(self) -> dict:
+        first = self.jobs[0].to_json()
+        out = {k: first[k] for k in ("model", "dataset", "n", "precision", "store")}
+        clean = [j.metrics.get("clean_top1") for j in self.jobs if "clean_top1" in j.metrics]
+        worst = min(j.metrics["top1"] for j in self.jobs)
+        metrics = {"top1": self.metrics.get("wcar", worst)}
+        if clean:
+            metrics["clean_top1"] = clean[0]
+        metrics.update(self.metrics)
+        out.update(noise=self.spec, metrics=metrics, jobs=[j.to_json() for j in self.jobs])
+        return out
+
+    spec: str = ""
+
+
+def evaluate_suite(
+    model: str | ModelEntry = "efficientnet_lite0",
+    data: str | Path | None = None,
+    *,
+    noise: str | dict | list = "clean",
+    force: bool = False,
+    **kwargs,
+) -> SuiteResult:
+    """Every job of a noise spec (a suite such as `adversarial` or `imagenet-c` has several), on
+    one model and dataset: the model is built once and each sample's clean forward pass is shared
+    by all jobs. Suite metrics (WCAR, mCE, ...) are computed from the jobs' records."""
+    from robustart.noises import expand_noise, summarize
+
+    configs = expand_noise(noise)
+    run = _prepare(model, data, **{k: kwargs.get(k, v) for k, v in _DEFAULTS.items()})
+    jobs = [_run_job(run, cfg, force) for cfg in configs]
+    return SuiteResult(jobs, summarize(jobs) if len(jobs) > 1 else {}, spec=noise if isinstance(noise, str) else "")
+
+
+_DEFAULTS = dict(limit=None, batch_size=32, device=None, workers=None, store=None, shard_size=None, seed=0,
+                 precision="fp32", data_root=None, progress=True)
+
+
+def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
+    from robustart.engine.env import device_info, git_info, versions
+    from robustart.noises import build_noise
+
+    entry, source, samples, dev, store, seed = run.entry, run.source, run.samples, run.dev, run.store, run.seed
+    batch_size, workers = run.batch_size, run.workers
+    config = job_config(entry, run.weights_sha, noise_cfg, source, samples, run.precision, seed)
     key = stable_hash(config)
 
     meta = store.read_meta(key)
@@ -262,7 +426,7 @@ def evaluate(
             "config": config,
             "created": _now(),
             "seed": seed,
-            "shard_size": int(shard_size or DEFAULT_SHARD_SIZE),
+            "shard_size": int(run.shard_size or DEFAULT_SHARD_SIZE),
             "runs": [],
         }
     S = int(meta["shard_size"])  # a resumed job keeps the shard size it started with
@@ -287,30 +451,30 @@ def evaluate(
             store.shard_path(key, s).unlink(missing_ok=True)
     todo = [s for s in range(n_shards) if s not in done]
 
-    run = {"started": _now(), "resumed_shards": len(done), "device": device_info(dev),
+    rinfo = {"started": _now(), "resumed_shards": len(done), "device": device_info(dev),
            "batch_size": batch_size, "workers": None, "pid": os.getpid()}
     meta.update(
         status="running",
-        started=meta.get("started") or run["started"],
+        started=meta.get("started") or rinfo["started"],
         dataset_root=str(source.root),
         versions=versions(),
         git=git_info(),
-        device=run["device"],
+        device=rinfo["device"],
     )
-    meta["runs"].append(run)
+    meta["runs"].append(rinfo)
 
     if todo:
-        torch.manual_seed(seed)
-        net = build_network(entry)
-        load_weights_into(net, entry, weights_path)
-        zoo_model = ZooModel(net, entry, weights_sha).to(dev).eval()
+        zoo_model = run.zoo_model()
+        noise = build_noise(noise_cfg)
+        if noise is not None:
+            noise.prepare(zoo_model, dev)
         indices = [i for s in todo for i in range(s * S, min(n, (s + 1) * S))]
         if workers is None:
             workers = 0 if len(indices) <= 16 else min(4, os.cpu_count() or 1)
-        run["workers"] = workers
+        rinfo["workers"] = workers
         store.write_meta(key, meta)
         loader = torch.utils.data.DataLoader(
-            _ImageDataset(samples, indices, zoo_model.transform),
+            _ImageDataset(samples, indices, entry_transform(entry)),
             batch_size=batch_size,
             shuffle=False,
             num_workers=workers,
@@ -318,17 +482,18 @@ def evaluate(
             pin_memory=dev.type == "cuda",
         )
         pending: dict[int, list[dict]] = {}
-        schema = record_schema()
+        schema = record_schema(noise)
         t0 = time.perf_counter()
         seen = 0
         try:
-            with _progress_bar(progress) as bar:
+            with _progress_bar(run.progress) as bar:
                 task = bar.add_task(
                     f"{entry.name} · {noise_cfg['name']} · {source.name}",
                     total=n, completed=n - len(indices), rate="",
                 )
                 for batch in loader:
-                    for rec in clean_records(zoo_model, batch, samples, dev):
+                    for rec in batch_records(zoo_model, batch, samples, dev, noise, seed, getattr(source, 'class_subset', None),
+                                             run.clean_cache):
                         pending.setdefault(rec.pop("_index") // S, []).append(rec)
                     for s in sorted(pending):
                         expected = min(n, (s + 1) * S) - s * S
@@ -342,10 +507,14 @@ def evaluate(
                     bar.update(task, advance=len(batch), rate=f"{rate:.1f} img/s")
         except BaseException:
             meta["status"] = "interrupted"
-            run["ended"] = _now()
+            if noise is not None:
+                meta["checks"] = noise.job_checks()
+            rinfo["ended"] = _now()
             store.write_meta(key, meta)
             raise
-    run["ended"] = _now()
-    meta.update(status="complete", finished=run["ended"])
+        if noise is not None:
+            meta["checks"] = noise.job_checks()
+    rinfo["ended"] = _now()
+    meta.update(status="complete", finished=rinfo["ended"])
     store.write_meta(key, meta)
     return JobResult(key, store, meta, reused=False)

@@ -1,0 +1,415 @@
+"""The adversarial noise family: FGSM, PGD (Linf/L2/L1), MIM, C&W-L2, Square, AutoAttack
+'standard', transfer attacks, and the `adversarial` suite.
+
+Specs (grammar in spec.py):
+  pgd                                   PGD-Linf, eps 4/255, 10 steps, alpha 2.5*eps/steps
+  pgd:eps=4/255,steps=20,norm=linf      explicit budget
+  pgd:budget=mid,norm=l2                RobustART budgets (BUDGETS below)
+  autoattack:eps=4/255                  AutoAttack 'standard' (published settings only)
+  transfer:src=efficientnet_lite1       PGD made on another zoo model, evaluated on this one
+  adversarial[:budget=mid]              the suite: FGSM, PGD, MIM (Linf), PGD, C&W (L2), PGD (L1)
+
+Only samples the model classifies correctly are attacked (a misclassified sample is already
+non-robust; its record keeps the clean image), so robust accuracy never exceeds clean accuracy.
+Every adversarial batch is checked: inside the eps-ball (+1e-6), in [0, 1], no NaN.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+
+from robustart.errors import RobustartError
+from robustart.noises import attacks as A
+from robustart.noises.base import Noise, NoiseOutput, sample_generator
+from robustart.noises.spec import NoiseSpecError, take
+
+# RobustART's three budgets per norm, in [0, 1] pixel units (L1/L2 over a 3x224x224 image).
+BUDGETS = {
+    "linf": {"small": 0.5 / 255, "mid": 2 / 255, "large": 8 / 255},
+    "l2": {"small": 0.5, "mid": 2.0, "large": 8.0},
+    "l1": {"small": 100.0, "mid": 400.0, "large": 1600.0},
+}
+# Without eps or budget: Linf 4/255 is the ImageNet threat model of RobustBench (so numbers
+# compare with its leaderboard); L2 and L1 take RobustART's mid budget.
+DEFAULT_EPS = {"linf": 4 / 255, "l2": 2.0, "l1": 400.0}
+
+NAMES = {
+    "fgsm": "FGSM, one signed-gradient step (Linf)",
+    "pgd": "PGD with random start, Linf / L2 / L1 (norm=...)",
+    "mim": "momentum iterative method, MI-FGSM (Linf)",
+    "cw": "Carlini-Wagner L2 with binary search over c; success if the L2 norm <= eps",
+    "square": "Square Attack, score-based black box (pyautoattack), Linf / L2",
+    "autoattack": "AutoAttack 'standard': APGD-CE, APGD-T, FAB-T, Square (pyautoattack)",
+    "transfer": "black-box transfer: adversarial images made on src=MODEL, evaluated here",
+    "adversarial": "the suite: FGSM, PGD, MIM (Linf), PGD, C&W (L2), PGD (L1) at one budget; WCAR",
+}
+ATTACK_NORMS = {"fgsm": ("linf",), "pgd": A.NORMS, "mim": ("linf",), "cw": ("l2",),
+                "square": ("linf", "l2"), "autoattack": A.NORMS, "transfer": ("linf", "l2", "l1")}
+SUITE = [("fgsm", "linf"), ("pgd", "linf"), ("mim", "linf"), ("pgd", "l2"), ("cw", "l2"), ("pgd", "l1")]
+
+_COMMON = {
+    "eps": "budget in [0, 1] pixel units (e.g. 4/255)",
+    "budget": "small | mid | large (RobustART budgets per norm)",
+    "norm": "linf | l2 | l1",
+}
+_SPEED = {
+    "amp": "none | bf16 | fp16: autocast for the attack's forward/backward passes",
+    "channels_last": "run the model in channels_last memory format",
+}
+PARAMS = {
+    "fgsm": {**_COMMON, **_SPEED},
+    "pgd": {**_COMMON, **_SPEED, "steps": "iterations (10)", "alpha": "step size (2.5*eps/steps)",
+            "restarts": "random restarts for samples not yet fooled (1)",
+            "random_start": "start from a random point in the ball (true)",
+            "l1_sparsity": "L1 only: share of coordinates left untouched per step (0.99)"},
+    "mim": {**_COMMON, **_SPEED, "steps": "iterations (10)", "alpha": "step size (eps/steps)",
+            "decay": "momentum decay (1.0)"},
+    "cw": {**_COMMON, **_SPEED, "steps": "Adam steps per binary-search step (100)",
+           "binary_steps": "binary-search steps over c (5)", "c": "initial c (1.0)",
+           "kappa": "confidence (0)", "lr": "Adam learning rate (0.01)"},
+    "square": {**_COMMON, **_SPEED, "queries": "query budget (5000)", "p_init": "initial square size (0.8)"},
+    "autoattack": dict(_COMMON),
+    "transfer": {**_COMMON, **_SPEED, "src": "source zoo model (required)",
+                 "attack": "fgsm | pgd | mim on the source (pgd)", "steps": "iterations (10)",
+                 "alpha": "step size", "decay": "MIM decay"},
+    "adversarial": {"budget": "small | mid | large (mid)", "attacks": "subset, e.g. fgsm+pgd+mim",
+                    "amp": _SPEED["amp"], "channels_last": _SPEED["channels_last"]},
+}
+
+
+def _norm(value, spec, allowed) -> str:
+    n = str(value).lower().replace("-", "")
+    n = {"inf": "linf", "2": "l2", "1": "l1"}.get(n, n)
+    if n not in allowed:
+        raise NoiseSpecError(f"noise spec {spec!r}: norm {value!r} is not available here; choose from {', '.join(allowed)}.")
+    return n
+
+
+def _positive_int(kw, key, default, spec):
+    v = kw.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise NoiseSpecError(f"noise spec {spec!r}: {key} must be a positive integer, got {v!r}.")
+    return v
+
+
+def _number(kw, key, default, spec, lo=0.0):
+    v = kw.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
+        raise NoiseSpecError(f"noise spec {spec!r}: {key} must be a number >= {lo}, got {v!r}.")
+    return float(v)
+
+
+def _eps(kw, norm, spec) -> tuple[float, str | None]:
+    if "eps" in kw and "budget" in kw:
+        raise NoiseSpecError(f"noise spec {spec!r}: give eps or budget, not both.")
+    if "budget" in kw:
+        b = str(kw["budget"]).lower()
+        if b not in BUDGETS[norm]:
+            raise NoiseSpecError(f"noise spec {spec!r}: budget {kw['budget']!r} is not one of small, mid, large.")
+        return BUDGETS[norm][b], b
+    eps = _number(kw, "eps", DEFAULT_EPS[norm], spec)
+    if norm == "linf" and eps > 1:
+        raise NoiseSpecError(f"noise spec {spec!r}: Linf eps {eps} is over 1; eps is in [0, 1] pixel units (e.g. 4/255).")
+    return eps, None
+
+
+def _speed(kw, spec) -> dict:
+    amp = str(kw.get("amp", "none")).lower()
+    if amp not in A.AMP_DTYPES:
+        raise NoiseSpecError(f"noise spec {spec!r}: amp must be one of {', '.join(A.AMP_DTYPES)}, got {amp!r}.")
+    cl = kw.get("channels_last", False)
+    if not isinstance(cl, bool):
+        raise NoiseSpecError(f"noise spec {spec!r}: channels_last must be true or false.")
+    return {"amp": amp, "channels_last": cl}
+
+
+def _attack_config(name: str, kw: dict, spec: str) -> dict:
+    take(kw, spec, PARAMS[name])
+    norm = _norm(kw.get("norm", ATTACK_NORMS[name][0]), spec, ATTACK_NORMS[name])
+    eps, budget = _eps(kw, norm, spec)
+    cfg = {"name": name, "norm": norm, "eps": eps}
+    if budget:
+        cfg["budget"] = budget
+    if name == "autoattack":
+        return {**cfg, "version": "standard"}
+    cfg.update(_speed(kw, spec))
+    if name in ("pgd", "mim", "transfer"):
+        cfg["steps"] = _positive_int(kw, "steps", 10, spec)
+    if name == "pgd":
+        cfg["alpha"] = _number(kw, "alpha", 2.5 * eps / cfg["steps"], spec)
+        cfg["restarts"] = _positive_int(kw, "restarts", 1, spec)
+        cfg["random_start"] = bool(kw.get("random_start", True))
+        if norm == "l1":
+            cfg["l1_sparsity"] = _number(kw, "l1_sparsity", 0.99, spec)
+            if not cfg["l1_sparsity"] < 1:
+                raise NoiseSpecError(f"noise spec {spec!r}: l1_sparsity must be in [0, 1).")
+    elif name == "mim":
+        cfg["alpha"] = _number(kw, "alpha", eps / cfg["steps"], spec)
+        cfg["decay"] = _number(kw, "decay", 1.0, spec)
+    elif name == "cw":
+        cfg.update(steps=_positive_int(kw, "steps", 100, spec),
+                   binary_steps=_positive_int(kw, "binary_steps", 5, spec),
+                   c=_number(kw, "c", 1.0, spec), kappa=_number(kw, "kappa", 0.0, spec),
+                   lr=_number(kw, "lr", 0.01, spec))
+    elif name == "square":
+        cfg["queries"] = _positive_int(kw, "queries", 5000, spec)
+        cfg["p_init"] = _number(kw, "p_init", 0.8, spec)
+    elif name == "transfer":
+        if "src" not in kw:
+            raise NoiseSpecError(f"noise spec {spec!r}: transfer needs src=MODEL (a zoo model to craft the images on).")
+        from robustart.zoo.registry import get_entry
+
+        cfg["src"] = get_entry(str(kw["src"])).name  # unknown names answer "did you mean"
+        attack = str(kw.get("attack", "pgd")).lower()
+        if attack not in ("fgsm", "pgd", "mim"):
+            raise NoiseSpecError(f"noise spec {spec!r}: transfer attack must be fgsm, pgd or mim.")
+        if attack != "pgd" and norm != "linf":
+            raise NoiseSpecError(f"noise spec {spec!r}: {attack} is Linf only.")
+        cfg["attack"] = attack
+        default_alpha = {"fgsm": eps, "pgd": 2.5 * eps / cfg["steps"], "mim": eps / cfg["steps"]}[attack]
+        cfg["alpha"] = _number(kw, "alpha", default_alpha, spec)
+        if attack == "mim":
+            cfg["decay"] = _number(kw, "decay", 1.0, spec)
+    return cfg
+
+
+def parse(name: str, args: list, kwargs: dict, spec: str) -> dict | list[dict]:
+    if args:
+        raise NoiseSpecError(f"noise spec {spec!r}: {name} takes key=value parameters only, e.g. {name}:eps=4/255.")
+    if name != "adversarial":
+        return _attack_config(name, dict(kwargs), spec)
+    take(kwargs, spec, PARAMS["adversarial"])
+    budget = str(kwargs.get("budget", "mid")).lower()
+    chosen = SUITE
+    if "attacks" in kwargs:
+        wanted = [a.strip().lower() for a in str(kwargs["attacks"]).split("+") if a.strip()]
+        bad = [a for a in wanted if a not in {a for a, _ in SUITE} | {"square", "autoattack"}]
+        if bad:
+            raise NoiseSpecError(f"noise spec {spec!r}: unknown attack(s) {bad} in attacks=; choose from fgsm, pgd, mim, cw, square, autoattack.")
+        chosen = [(a, n) for a, n in SUITE if a in wanted] + [(a, "linf") for a in ("square", "autoattack") if a in wanted]
+    speed = {k: kwargs[k] for k in ("amp", "channels_last") if k in kwargs}
+    out = []
+    for attack, norm in chosen:
+        kw = {"norm": norm, "budget": budget}
+        if attack != "autoattack":
+            kw.update(speed)
+        out.append(_attack_config(attack, kw, spec))
+    return out
+
+
+def build(config: dict) -> "AdversarialNoise":
+    return AdversarialNoise(config)
+
+
+# --------------------------------------------------------------------------- runtime
+
+
+class AttackError(RobustartError):
+    """An attack broke a rule every adversarial image must keep, or the model cannot be attacked."""
+
+
+@contextlib.contextmanager
+def attack_mode(model: torch.nn.Module):
+    """Eval mode and frozen parameters while attacking; the caller's modes come back after."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for m, t in modes:
+            m.training = t
+        for p, g in grads:
+            p.requires_grad_(g)
+
+
+def verify_adversarial(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str, what: str) -> None:
+    """Every adversarial image: no NaN, inside [0, 1], inside the eps-ball (+1e-6 relative)."""
+    if not torch.isfinite(x_adv).all():
+        raise AttackError(f"{what}: adversarial images contain NaN/inf.")
+    lo, hi = float(x_adv.min()), float(x_adv.max())
+    if lo < 0 or hi > 1:
+        raise AttackError(f"{what}: adversarial images leave [0, 1] (min {lo}, max {hi}).")
+    d = A.norm_of(x_adv - x, norm)
+    if float(d.max()) > eps + 1e-6 * max(1.0, eps):
+        raise AttackError(f"{what}: a {norm} perturbation of {float(d.max())} exceeds eps={eps}.")
+
+
+class _Resized(torch.nn.Module):
+    """A source model that sees the target's input geometry: transfer images are made in the
+    target's pixel space (so its eps-ball holds there) and resized for the source."""
+
+    def __init__(self, model, size):
+        super().__init__()
+        self.model, self.size = model, tuple(size)
+
+    def forward(self, x):
+        if tuple(x.shape[-2:]) != self.size:
+            x = torch.nn.functional.interpolate(x, size=self.size, mode="bilinear", antialias=True, align_corners=False)
+        return self.model(x)
+
+
+class AdversarialNoise(Noise):
+    needs_grad = True
+
+    @property
+    def fields(self):
+        import pyarrow as pa
+
+        return [
+            ("attacked", pa.bool_()),  # false: misclassified clean, left as is
+            ("success", pa.bool_()),  # clean-correct and fooled
+            ("pert_norm", pa.float32()),  # the perturbation's size in the attack's norm
+            ("pert_linf", pa.float32()),
+            ("min_norm", pa.float32()),  # C&W: smallest adversarial found (inf: none); else NaN
+            ("grad_zero", pa.bool_()),  # input gradient all zero at the start (masking sign)
+            ("loss_gain", pa.float32()),  # CE at the last iterate minus at the start (NaN: n/a)
+        ]
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self._checks: dict = {"warnings": []}
+        self._source = None
+        self._checked = False
+
+    def prepare(self, model, device):
+        if self.config["name"] == "transfer":
+            from robustart.zoo.build import load_model
+
+            src = load_model(self.config["src"], device=device, progress=False)
+            self._source = src
+            self._checks["source_weights_sha256"] = src.weights_sha256
+        if self.config.get("channels_last"):
+            model.to(memory_format=torch.channels_last)
+            if self._source is not None:
+                self._source.to(memory_format=torch.channels_last)
+
+    # -- the trust checks of a job, on its first batch (after AutoAttack's own checks)
+    def _first_batch_checks(self, model, x, clean_logits):
+        c = self._checks
+        c["eval_mode"] = not any(m.training for m in model.modules())
+        p = clean_logits
+        looks_like_probs = bool(((p >= 0) & (p <= 1)).all() and torch.allclose(p.sum(1), torch.ones_like(p[:, 0]), atol=1e-3))
+        c["outputs_are_logits"] = not looks_like_probs
+        if looks_like_probs:
+            raise AttackError("the model's outputs are probabilities (rows in [0, 1] summing to 1); attacks "
+                              "need logits. Remove the final softmax.")
+        with torch.no_grad():
+            again = model(x).float()
+        diff = float((again - p).abs().max())
+        scale = float(p.abs().max()) or 1.0
+        c["forward_max_abs_diff"] = diff
+        c["deterministic_forward"] = diff <= 1e-3 * scale
+        if not c["deterministic_forward"]:
+            c["warnings"].append(f"two forward passes of the same batch differ by {diff:.3g}: the model is "
+                                 "randomised; gradient attacks may be weakened (consider EOT).")
+
+    def apply(self, model, x, y, ids, clean_logits, seed):
+        cfg = self.config
+        n = x.shape[0]
+        nan = [float("nan")] * n
+        if not self._checked:
+            self._first_batch_checks(model, x, clean_logits)
+            self._checked = True
+        target = clean_logits.argmax(1) == y  # attack only what the model gets right
+        x_adv = x.clone()
+        grad_zero = [False] * n
+        loss_gain = list(nan)
+        min_norm = list(nan)
+        idx = target.nonzero().flatten()
+        if idx.numel():
+            xs, ys = x[idx], y[idx]
+            if cfg.get("channels_last"):
+                xs = xs.contiguous(memory_format=torch.channels_last)
+            gens = [sample_generator(seed, ids[i], cfg["name"]) for i in idx.tolist()]
+            with attack_mode(model), torch.enable_grad():
+                out = self._attack(model, xs, ys, gens, seed)
+            verify_adversarial(out.x, xs, cfg["eps"], cfg["norm"], f"{cfg['name']} ({cfg['norm']}, eps={cfg['eps']:.6g})")
+            x_adv[idx] = out.x.to(x_adv.dtype).contiguous()
+            for k, i in enumerate(idx.tolist()):
+                if out.grad_zero is not None:
+                    grad_zero[i] = bool(out.grad_zero[k])
+                if out.loss_gain is not None:
+                    loss_gain[i] = float(out.loss_gain[k])
+                if out.min_norm is not None:
+                    min_norm[i] = float(out.min_norm[k])
+        delta = x_adv - x
+        extras = {
+            "attacked": target.cpu().tolist(),
+            "pert_norm": A.norm_of(delta, cfg["norm"]).cpu().tolist(),
+            "pert_linf": A.norm_of(delta, "linf").cpu().tolist(),
+            "min_norm": min_norm,
+            "grad_zero": grad_zero,
+            "loss_gain": loss_gain,
+        }
+        return NoiseOutput(x_adv, extras)
+
+    def _attack(self, model, x, y, gens, seed) -> A.AttackOutput:
+        cfg = self.config
+        name, amp = cfg["name"], cfg.get("amp", "none")
+        if name == "fgsm":
+            return A.fgsm(model, x, y, eps=cfg["eps"], amp=amp)
+        if name == "pgd":
+            return A.pgd(model, x, y, eps=cfg["eps"], alpha=cfg["alpha"], steps=cfg["steps"], norm=cfg["norm"],
+                         random_init=cfg["random_start"], restarts=cfg["restarts"], amp=amp, gens=gens,
+                         l1_sparsity=cfg.get("l1_sparsity", 0.99))
+        if name == "mim":
+            return A.pgd(model, x, y, eps=cfg["eps"], alpha=cfg["alpha"], steps=cfg["steps"], norm="linf",
+                         random_init=False, decay=cfg["decay"], amp=amp)
+        if name == "cw":
+            out = A.cw_l2(model, x, y, c=cfg["c"], kappa=cfg["kappa"], steps=cfg["steps"], lr=cfg["lr"],
+                          binary_steps=cfg["binary_steps"], amp=amp)
+            # A budgeted evaluation: the minimum-norm adversarial counts only inside eps.
+            inside = out.min_norm <= cfg["eps"]
+            x_out = torch.where(inside.view(-1, 1, 1, 1), out.x, x)
+            return A.AttackOutput(x_out, None, None, out.min_norm)
+        if name == "square":
+            return A.square(model, x, y, eps=cfg["eps"], norm=cfg["norm"], queries=cfg["queries"],
+                            p_init=cfg["p_init"], seed=seed)
+        if name == "autoattack":
+            log: list = []
+            out = A.autoattack(model, x, y, eps=cfg["eps"], norm=cfg["norm"], seed=seed, log=log)
+            self._checks["warnings"].extend(m for m in log if m not in self._checks["warnings"])
+            return out
+        if name == "transfer":
+            src = _Resized(self._source, self._source.entry.input_size[-2:])
+            with attack_mode(src):
+                made = A.pgd(src, x, y, eps=cfg["eps"], alpha=cfg["alpha"], steps=cfg["steps"], norm=cfg["norm"],
+                             random_init=cfg["attack"] == "pgd", decay=cfg.get("decay"), amp=amp, gens=gens,
+                             keep_best=False, early_stop=False)
+            return A.AttackOutput(made.x)
+        raise AttackError(f"no attack named {name!r}")
+
+    def complete(self, extras, clean_logits, logits, y):
+        success = (clean_logits.argmax(1) == y) & (logits.argmax(1) != y)
+        return {**extras, "success": success.cpu().tolist()}
+
+    def job_checks(self) -> dict:
+        return self._checks
+
+
+def summarize(results) -> dict:
+    """Suite metrics: WCAR over all attacks and per norm (a join of the jobs' records)."""
+    from robustart.results import metrics as M
+
+    if len(results) < 2:
+        return {}
+    recs = [r.records for r in results]
+    out = {"wcar": M.wcar(recs), "wcar_n_attacks": len(recs)}
+    by_norm: dict = {}
+    for r in results:
+        by_norm.setdefault(r.meta["config"]["noise"]["norm"], []).append(r.records)
+    for norm, rs in by_norm.items():
+        out[f"wcar_{norm}"] = M.wcar(rs)
+    names = [r.meta["config"]["noise"]["name"] for r in results]
+    if "square" in names:  # a black-box attack beating the white-box ones is a masking sign
+        white = [r.records for r in results if r.meta["config"]["noise"]["name"] not in ("square", "transfer")]
+        sq = next(r.records for r in results if r.meta["config"]["noise"]["name"] == "square")
+        if white:
+            out["blackbox_only_share"] = M.blackbox_only_share(white, sq)
+    return out
