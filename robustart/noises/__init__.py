@@ -16,6 +16,7 @@ __all__ = ["FAMILIES", "NoiseSpecError", "available", "build_noise", "expand_noi
 FAMILIES = [
     "robustart.noises.clean",
     "robustart.noises.adversarial",
+    "robustart.noises.corruption",
 ]
 
 
