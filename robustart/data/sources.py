@@ -5,6 +5,20 @@ the sample id, so `--limit N` always means the same N images.
   FlatFolder    root/<wnid>_<name>.JPEG         (the layout of the shared ImageNet sample)
   LabelsFile    a text file of `relative/path label` lines (label: index or wnid)
   BuiltinSample a few real photos that installed packages ship, with ImageNet labels
+
+Pre-rendered robustness datasets (found by layout or folder name, or named explicitly with a
+prefix: `imagenet-c:PATH`, `imagenet-a:PATH`, `imagenet-r:PATH`, `imagenet-sketch:PATH`,
+`imagenetv2:PATH`):
+
+  ImageNet-C      root/<corruption>/<severity>/<wnid>/<file>; also one corruption folder or one
+                  severity folder of it. Sample ids are always `<corruption>/<severity>/<wnid>/
+                  <file>`, so a run's records split into corruption x severity cells.
+  ImageNet-A, -R  root/<wnid>/<file> over 200 ImageNet-1k classes (folder named imagenet-a /
+                  imagenet-r, or the prefix). Labels stay ImageNet-1k indices; `class_subset` holds
+                  the 1k indices of the wnid folders present (200 for a full copy), and the model's
+                  logits outside it are ignored, as the datasets' papers evaluate.
+  ImageNet-Sketch root/<wnid>/<file>, 1000 classes (folder named sketch / imagenet-sketch).
+  ImageNetV2      root/<index>/<file> with folders named by class index 0..999 (not wnids).
 """
 
 from __future__ import annotations
@@ -58,6 +72,9 @@ class DataSource:
     samples: list[Sample]
     num_classes: int = 1000
     skipped: list[str] = field(default_factory=list)  # files ignored while listing, with reason
+    # ImageNet-1k indices (sorted) the dataset's classes are restricted to (ImageNet-A/R); the
+    # model's logits outside them are masked. None: all classes compete.
+    class_subset: tuple[int, ...] | None = None
 
     @property
     def name(self) -> str:
@@ -196,22 +213,165 @@ def builtin_sample() -> DataSource:
     return DataSource("builtin", Path("builtin"), _sorted(samples), 1000)
 
 
+_PRERENDERED = ("imagenet-c", "imagenet-a", "imagenet-r", "imagenet-sketch", "imagenetv2")
+_SEVERITY_DIR = re.compile(r"^[1-5]$")
+
+
+def _corruption_names() -> tuple[str, ...]:
+    from robustart.noises.corruptions.constants import ALL
+
+    return ALL
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _wnid_samples(folder: Path, prefix: str, label_of: dict[str, int], samples: list, skipped: list) -> None:
+    """Samples of one `<wnid>/<file>` tree, with ids `prefix + <wnid>/<file>`."""
+    for wdir in _subdirs(folder):
+        if wdir.name not in label_of:
+            skipped.append(f"{prefix}{wdir.name}: not an ImageNet-1k wnid folder")
+            continue
+        for p in sorted(wdir.rglob("*")):
+            rel = p.relative_to(folder).as_posix()
+            if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
+                continue
+            if _is_image_name(p):
+                samples.append(Sample(prefix + rel, label_of[wdir.name], p))
+            else:
+                skipped.append(f"{prefix}{rel}: not an image file name")
+
+
+def imagenet_c(path: Path) -> DataSource:
+    """ImageNet-C: the whole tree, one corruption folder or one severity folder; ids are always
+    `<corruption>/<severity>/<wnid>/<file>`."""
+    names = set(_corruption_names())
+    index = _wnid_index()
+    if path.name in names:
+        root, cells = path.parent, [(path.name, d) for d in _subdirs(path) if _SEVERITY_DIR.match(d.name)]
+    elif _SEVERITY_DIR.match(path.name) and path.parent.name in names:
+        root, cells = path.parent.parent, [(path.parent.name, path)]
+    else:
+        root = path
+        cells = [(c.name, d) for c in _subdirs(path) if c.name in names
+                 for d in _subdirs(c) if _SEVERITY_DIR.match(d.name)]
+    if not cells:
+        raise DataError(
+            f"{path}: not an ImageNet-C layout. Expected <corruption>/<severity>/<wnid>/<image> "
+            f"with corruption folders named {', '.join(sorted(names))} and severities 1-5."
+        )
+    samples: list[Sample] = []
+    skipped: list[str] = []
+    for corruption, sdir in cells:
+        _wnid_samples(sdir, f"{corruption}/{sdir.name}/", index, samples, skipped)
+    if not samples:
+        raise DataError(f"{path}: the ImageNet-C folders hold no images in <wnid> folders.")
+    return DataSource("imagenet-c", root, _sorted(samples), 1000, skipped)
+
+
+def imagenet_wnid_dataset(path: Path, kind: str) -> DataSource:
+    """ImageNet-A / -R / -Sketch: `<wnid>/<file>`, labels are ImageNet-1k indices. For A and R
+    the class subset is the wnid folders present (the datasets ship exactly their 200 classes)."""
+    index = _wnid_index()
+    samples: list[Sample] = []
+    skipped: list[str] = []
+    _wnid_samples(path, "", index, samples, skipped)
+    if not samples:
+        raise DataError(f"{path}: no images in ImageNet wnid folders (expected {kind} as <wnid>/<image>).")
+    subset = None
+    if kind in ("imagenet-a", "imagenet-r"):
+        subset = tuple(sorted({s.label for s in samples}))
+    return DataSource(kind, path, _sorted(samples), 1000, skipped, class_subset=subset)
+
+
+def imagenet_v2(path: Path) -> DataSource:
+    """ImageNetV2: folders named by ImageNet-1k class index (0..999)."""
+    samples: list[Sample] = []
+    skipped: list[str] = []
+    dirs = _subdirs(path)
+    bad = [d.name for d in dirs if not (d.name.isdecimal() and int(d.name) < 1000)]
+    if bad or not dirs:
+        raise DataError(
+            f"{path}: not an ImageNetV2 layout: expected folders named by class index 0..999"
+            + (f", found {bad[:5]}" if bad else ", found none") + "."
+        )
+    for d in dirs:
+        for p in sorted(d.rglob("*")):
+            rel = p.relative_to(path).as_posix()
+            if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
+                continue
+            if _is_image_name(p):
+                samples.append(Sample(rel, int(d.name), p))
+            else:
+                skipped.append(f"{rel}: not an image file name")
+    if not samples:
+        raise DataError(f"{path}: the ImageNetV2 class folders hold no images.")
+    return DataSource("imagenetv2", path, _sorted(samples), 1000, skipped)
+
+
+def _open_prerendered(kind: str, path: Path) -> DataSource:
+    if kind == "imagenet-c":
+        return imagenet_c(path)
+    if kind == "imagenetv2":
+        return imagenet_v2(path)
+    return imagenet_wnid_dataset(path, kind)
+
+
+def _detect_prerendered(path: Path, dirs: list[Path]) -> str | None:
+    """The pre-rendered dataset a folder is, from its layout or name; None if none."""
+    names = set(_corruption_names())
+    if path.name in names and any(_SEVERITY_DIR.match(d.name) for d in dirs):
+        return "imagenet-c"
+    if _SEVERITY_DIR.match(path.name) and path.parent.name in names:
+        return "imagenet-c"
+    if any(d.name in names and any(_SEVERITY_DIR.match(s.name) for s in _subdirs(d)) for d in dirs):
+        return "imagenet-c"
+    lname = path.name.lower().replace("_", "-")
+    if lname in ("imagenet-a", "imagenet-r"):
+        return lname
+    if lname in ("sketch", "imagenet-sketch"):
+        return "imagenet-sketch"
+    if dirs and all(d.name.isdecimal() for d in dirs) and (
+        "imagenetv2" in lname.replace("-", "") or {d.name for d in dirs} == {str(i) for i in range(1000)}
+    ):
+        return "imagenetv2"
+    return None
+
+
 def open_source(spec: str | Path | None = None, *, root: str | Path | None = None) -> DataSource:
     """A data source from a user's `--data`: None/"builtin" -> built-in sample; a file -> labels
-    file; a folder of class folders -> ImageFolder; a folder of `<wnid>_*.JPEG` -> flat."""
+    file; a pre-rendered robustness dataset (ImageNet-C/A/R/Sketch/V2, by layout, folder name or
+    a `KIND:PATH` prefix); a folder of class folders -> ImageFolder; a folder of `<wnid>_*.JPEG`
+    -> flat."""
     if spec is None or str(spec) == "builtin":
         return builtin_sample()
+    text = str(spec)
+    kind, _, rest = text.partition(":")
+    if kind.lower() in _PRERENDERED and rest and not Path(text).expanduser().exists():
+        path = Path(rest).expanduser()
+        if not path.is_dir():
+            raise DataError(f"--data {spec}: {rest} is not a folder.")
+        return _open_prerendered(kind.lower(), path)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise DataError(f"--data {spec}: no such file or folder.")
+        hint = ""
+        if ":" in text:
+            hint = f" (a dataset prefix is one of {', '.join(_PRERENDERED)}, e.g. imagenet-r:/data/imagenet-r)"
+        raise DataError(f"--data {spec}: no such file or folder.{hint}")
     if path.is_file():
         return labels_file(path, Path(root).expanduser() if root else None)
     entries = [p for p in path.iterdir() if not p.name.startswith(".")]
-    if any(p.is_dir() for p in entries) and not any(_FLAT.match(p.name) and p.is_file() for p in entries):
+    dirs = sorted(p for p in entries if p.is_dir())
+    kind = _detect_prerendered(path, dirs) if dirs else None
+    if kind:
+        return _open_prerendered(kind, path)
+    if dirs and not any(_FLAT.match(p.name) and p.is_file() for p in entries):
         return image_folder(path)
     if any(p.is_file() and _FLAT.match(p.name) for p in entries):
         return flat_folder(path)
     raise DataError(
         f"--data {spec}: not a known layout. Expected class folders (root/<class>/<image>), "
-        "flat `<wnid>_<name>.JPEG` files, or a labels file of `relative/path label` lines."
+        "flat `<wnid>_<name>.JPEG` files, a labels file of `relative/path label` lines, or a "
+        f"pre-rendered dataset ({', '.join(_PRERENDERED)}; prefix KIND:PATH to name it)."
     )
