@@ -194,8 +194,12 @@ def build(config: dict) -> CorruptionNoise:
 
 
 def summarize(results) -> dict:
-    """mCE and friends over the finished corruption jobs of a suite (see corruptions/metrics.py).
-    Results are grouped by (impl, jpeg) so numbers from different implementations never mix."""
+    """mCE and friends over the finished corruption jobs of a suite, in percent (see
+    corruptions/metrics.py): scalars `mce`, `relative_mce`, `mean_corruption_error`,
+    `clean_error` (and `corruption_note` when the 15 x 5 grid is incomplete), and the tables
+    `corruption_errors` (corruption -> severity -> error), `ce`, `relative_ce`. Jobs with another
+    impl or jpeg setting are summarised apart, their keys suffixed `@impl[+jpeg]`, so numbers
+    from different implementations never mix."""
     import pandas as pd
 
     from robustart.noises.corruptions import metrics as M
@@ -206,14 +210,13 @@ def summarize(results) -> dict:
         groups.setdefault((cfg.get("impl", "torch"), bool(cfg.get("jpeg", False))), []).append(res)
     out = {}
     for (impl, jpeg), group in groups.items():
-        cells = []
-        cleans = []
+        cells, cleans = [], []
         for res in group:
             cfg = res.meta["config"]["noise"]
             rec = res.records
             cells.append((cfg["corruption"], cfg["severity"], rec))
             if "clean_correct" in rec:
-                cleans.append(rec)
+                cleans.append(rec[["sample_id", "status", "clean_correct"]])
         table = M.error_table(cells)
         clean = None
         if cleans:
@@ -222,7 +225,15 @@ def summarize(results) -> dict:
             allc = allc[allc["status"] == "ok"].drop_duplicates("sample_id")
             clean = M.clean_error(allc) if len(allc) else None
         s = M.summary(table, clean)
-        s["impl"], s["jpeg"] = impl, jpeg
-        key = "imagenet_c" if (impl, jpeg) == ("torch", False) else f"imagenet_c[{impl}{',jpeg' if jpeg else ''}]"
-        out[key] = s
+        flat = {
+            "mce": s["mce"],
+            "relative_mce": s["relative_mce"],
+            "mean_corruption_error": s["mean_corruption_error"],
+            "clean_error": s["clean_error"],
+        }
+        if "note" in s:
+            flat["corruption_note"] = s["note"]
+        flat.update(corruption_errors=s["corruption_error"], ce=s["ce"], relative_ce=s["relative_ce"])
+        suffix = "" if len(groups) == 1 else f"@{impl}{'+jpeg' if jpeg else ''}"
+        out.update({k + suffix: v for k, v in flat.items()})
     return out

@@ -134,7 +134,7 @@ def summary(table: pd.DataFrame, clean: float | None) -> dict:
     missing = [c for c in COMMON if c not in ce(table).index]
     if missing:
         out["note"] = (
-            "mCE and relative mCE need all 15 ImageNet-C corruptions at severities 1-5; missing or "
-            f"incomplete: {', '.join(missing)}. mean_corruption_error is over the cells present."
+            f"mCE needs the 15 ImageNet-C corruptions at severities 1-5 ({15 - len(missing)} of 15 "
+            "complete); mean_corruption_error covers the cells present."
         )
     return out
