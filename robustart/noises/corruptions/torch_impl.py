@@ -280,14 +280,14 @@ def brightness(x, severity, rng=None):
     c = K.BRIGHTNESS[severity - 1]
     h, s, v = ops.rgb_to_hsv(x.double() / 255.0)
     v = (v + c).clamp(0, 1)
-    return ops.hsv_to_rgb(h, s, v).clamp(0, 1).float() * 255
+    return ops.hsv_to_rgb(h, s, v).clamp(0, 1) * 255  # float64: truncation as the reference
 
 
 def saturate(x, severity, rng=None):
     a, b = K.SATURATE[severity - 1]
     h, s, v = ops.rgb_to_hsv(x.double() / 255.0)
     s = (s * a + b).clamp(0, 1)
-    return ops.hsv_to_rgb(h, s, v).clamp(0, 1).float() * 255
+    return ops.hsv_to_rgb(h, s, v).clamp(0, 1) * 255  # float64: truncation as the reference
 
 
 # ---------------------------------------------------------------- digital
@@ -296,7 +296,7 @@ def contrast(x, severity, rng=None):
     c = K.CONTRAST[severity - 1]
     x = x.double() / 255.0
     means = x.mean((2, 3), keepdim=True)
-    return ((x - means) * c + means).clamp(0, 1).float() * 255
+    return ((x - means) * c + means).clamp(0, 1) * 255
 
 
 def jpeg_roundtrip(x: torch.Tensor, quality: int) -> torch.Tensor:
