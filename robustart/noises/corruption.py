@@ -158,10 +158,7 @@ class CorruptionNoise(Noise):
         rng = None
         if self.corruption in K.STOCHASTIC:
             salt = f"corruption/{self.corruption}"
-            rng = T.Draws(
-                [sample_generator(seed, i, salt, device=x_u8.device) for i in ids],
-                [sample_generator(seed, i, salt + "/cpu") for i in ids],
-            )
+            rng = T.Draws([sample_generator(seed, i, salt) for i in ids], x_u8.device)
         out = T.corrupt(x_u8, self.corruption, self.severity, rng)
         if self.jpeg:
             out = T.jpeg_roundtrip(out.float(), K.RELEASE_JPEG_QUALITY).to(torch.uint8)

@@ -16,7 +16,6 @@ in parallel, see `_glass_copy_chain`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -27,28 +26,100 @@ from robustart.noises.corruptions import constants as K
 from robustart.noises.corruptions import ops
 
 
-@dataclass
+def _i64(c: int) -> int:
+    return c - (1 << 64) if c >= (1 << 63) else c
+
+
+_GOLDEN, _MIX1, _MIX2 = _i64(0x9E3779B97F4A7C15), _i64(0xBF58476D1CE4E5B9), _i64(0x94D049BB133111EB)
+
+
+def _srl(z: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (z >> k) & ((1 << (64 - k)) - 1)
+
+
+def _mix64(z: torch.Tensor) -> torch.Tensor:
+    """SplitMix64's finaliser on int64 tensors (multiplication wraps, as in uint64)."""
+    z = (z ^ _srl(z, 30)) * _MIX1
+    z = (z ^ _srl(z, 27)) * _MIX2
+    return z ^ _srl(z, 31)
+
+
 class Draws:
-    """Per-sample random streams: `dev[n]` draws tensors on the images' device, `cpu[n]` draws
-    the few scalars (angles, crop offsets) that steer Python-side choices without a device sync."""
+    """Per-sample random numbers for a batch, generated for the whole batch at once.
 
-    dev: list[torch.Generator]
-    cpu: list[torch.Generator]
+    Each sample's 64-bit key comes from its own seeded generator (`gens[n]`, from
+    `sample_generator(seed, sample id, salt)`); tensors are then counter-based (SplitMix64 of key,
+    call number and element index), so one call draws for every sample with a few batched ops,
+    a sample's numbers do not depend on the batch, and integer draws are identical on every
+    device. The few scalars that steer Python-side choices (angles, crop offsets) come from the
+    generators themselves, with no device sync."""
 
-    def stack(self, fn) -> torch.Tensor:
-        return torch.stack([fn(g) for g in self.dev])
+    def __init__(self, gens: list[torch.Generator], device: str | torch.device = "cpu"):
+        self.cpu = gens
+        self.device = torch.device(device)
+        keys = [int(torch.randint(0, 1 << 62, (), generator=g)) for g in gens]
+        self.keys = torch.tensor(keys, dtype=torch.int64, device=self.device)
+        self._calls = 0
+
+    def bits(self, shape) -> torch.Tensor:
+        """(N, *shape) uniformly random int64 bit patterns; a new stream on every call."""
+        self._calls += 1
+        stream = _mix64(self.keys + _i64((self._calls * _GOLDEN) % (1 << 64)))
+        numel = int(np.prod(shape)) if len(shape) else 1
+        idx = torch.arange(1, numel + 1, dtype=torch.int64, device=self.device)
+        return _mix64(stream[:, None] + idx[None, :] * _GOLDEN).view(len(self.cpu), *shape)
+
+    def uniform(self, shape, lo=0.0, hi=1.0) -> torch.Tensor:
+        """float32 in [lo, hi), 24 random bits."""
+        u = _srl(self.bits(shape), 40).to(torch.float32) * (2.0**-24)
+        return u * (hi - lo) + lo
+
+    def uniform64(self, shape) -> torch.Tensor:
+        """float64 in [0, 1), 53 random bits."""
+        return _srl(self.bits(shape), 11).to(torch.float64) * (2.0**-53)
 
     def normal(self, shape, mean=0.0, std=1.0) -> torch.Tensor:
-        return self.stack(lambda g: torch.randn(shape, generator=g, device=g.device)) * std + mean
+        """float32 normal (Box-Muller)."""
+        u1 = 1.0 - self.uniform(shape)  # (0, 1]: log is finite
+        u2 = self.uniform(shape)
+        return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2 * np.pi) * u2) * std + mean
 
-    def uniform(self, shape, lo, hi) -> torch.Tensor:
-        return self.stack(lambda g: torch.rand(shape, generator=g, device=g.device)) * (hi - lo) + lo
+    def randint(self, shape, lo: int, hi: int) -> torch.Tensor:
+        """int64 in [lo, hi)."""
+        return _srl(self.bits(shape), 1) % (hi - lo) + lo
+
+    def poisson_of_levels(self, levels: torch.Tensor, scale: float) -> torch.Tensor:
+        """Poisson(levels / 255 * scale) for uint8 levels (N, ...), by exact inversion of the 256
+        possible distributions' CDFs (one sorted table, one searchsorted)."""
+        table, k = _poisson_table(float(scale), str(self.device))
+        u = self.uniform64(tuple(levels.shape[1:]))
+        lv = levels.to(torch.int64)
+        pos = torch.searchsorted(table, u + 2.0 * lv, right=True) - lv * k
+        return pos.clamp(max=k - 1).to(torch.float32)
 
     def scalar_uniform(self, lo, hi) -> list[float]:
         return [float(torch.rand((), generator=g, dtype=torch.float64)) * (hi - lo) + lo for g in self.cpu]
 
     def scalar_int(self, lo, hi) -> list[int]:
         return [int(torch.randint(lo, hi, (), generator=g)) for g in self.cpu]
+
+
+@lru_cache(maxsize=16)
+def _poisson_table(scale: float, device_str: str):
+    """CDFs of Poisson(level / 255 * scale), level 0..255, offset by 2 * level and flattened so
+    that one sorted 1-D table serves every level."""
+    k = int(np.ceil(scale + 12 * np.sqrt(scale) + 20))
+    lam = np.arange(256)[:, None] / 255.0 * scale
+    ks = np.arange(k)[None, :]
+    from scipy.special import gammaln
+
+    with np.errstate(divide="ignore"):
+        logp = np.where(lam > 0, ks * np.log(np.where(lam > 0, lam, 1.0)) - lam - gammaln(ks + 1), np.where(ks == 0, 0.0, -np.inf))
+    cdf = np.minimum(np.cumsum(np.exp(logp), axis=1), 1.0)
+    cdf[:, -1] = 1.0
+    table = (cdf + 2.0 * np.arange(256)[:, None]).ravel()
+    return torch.from_numpy(table).to(device_str), k
 
 
 # ---------------------------------------------------------------- noise
@@ -61,9 +132,7 @@ def gaussian_noise(x, severity, rng):
 
 def shot_noise(x, severity, rng):
     c = K.SHOT_NOISE[severity - 1]
-    lam = x / 255.0 * c
-    y = torch.stack([torch.poisson(lam[i], generator=g) for i, g in enumerate(rng.dev)])
-    return (y / c).clamp(0, 1) * 255
+    return (rng.poisson_of_levels(x, c) / c).clamp(0, 1) * 255
 
 
 def impulse_noise(x, severity, rng):
@@ -122,7 +191,7 @@ def glass_blur(x, severity, rng):
     xs = x.permute(0, 2, 3, 1).reshape(n, h * w, ch)
     for _ in range(iterations):
         # one (dx, dy) per pixel and sample, in [-delta, delta), as the reference draws them
-        offs = rng.stack(lambda g: torch.randint(-delta, delta, (2, h * w), generator=g, device=g.device))
+        offs = rng.randint((2, h * w), -delta, delta)
         xs = _glass_copy_chain(xs, h, w, delta, offs)
     x = xs.view(n, h, w, ch).permute(0, 3, 1, 2)
     return ops.gaussian_blur(x / 255.0, sigma, "nearest").clamp(0, 1) * 255
