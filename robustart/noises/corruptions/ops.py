@@ -106,9 +106,11 @@ def motion_offsets(radius: int, angle_deg: float) -> list[tuple[int, int]]:
     return [(-math.ceil((i * p0) / hyp - 0.5), -math.ceil((i * p1) / hyp - 0.5)) for i in range(width)]
 
 
-def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: list[float]) -> torch.Tensor:
+def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: list[float], gather: bool | None = None) -> torch.Tensor:
     """The reference's motion blur: a one-sided Gaussian-weighted sum of copies of the image
-    shifted along a line at `angles[n]` degrees, edges repeated. x: (N, C, H, W)."""
+    shifted along a line at `angles[n]` degrees, edges repeated. x: (N, C, H, W). On CUDA (or
+    with gather=True) each tap is one gather over the batch (few large kernels); on the CPU,
+    slices of an edge-padded copy."""
     n, c, h, w = x.shape
     width = 2 * radius + 1
     k = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2)) / (np.sqrt(2 * np.pi) * sigma)
@@ -116,19 +118,8 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: list[float])
     offs = [motion_offsets(radius, a) for a in angles]  # (N, width) of (dy, dx)
     # the reference stops summing once the motion leaves the image
     taps = [next((i for i, (dy, dx) in enumerate(o) if abs(dy) >= h or abs(dx) >= w), width) for o in offs]
-    if x.is_cuda:  # few large gathers: launch-bound device
-        rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-        o = torch.tensor(offs, dtype=torch.long, device=x.device)
-        kw = torch.tensor([[k[i] if i < t else 0.0 for i in range(width)] for t in taps], dtype=x.dtype, device=x.device)
-        flat = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
-        base = (torch.arange(n, device=x.device) * (h * w)).view(n, 1, 1)
-        out = torch.zeros_like(flat)
-        for i in range(width):
-            r = (rows[None, :] - o[:, i, 0:1]).clamp(0, h - 1)
-            q = (cols[None, :] - o[:, i, 1:2]).clamp(0, w - 1)
-            idx = (base + r[:, :, None] * w + q[:, None, :]).reshape(-1)
-            out += flat.index_select(0, idx) * kw[:, i].repeat_interleave(h * w)[:, None]
-        return out.view(n, h, w, c).permute(0, 3, 1, 2)
+    if x.is_cuda if gather is None else gather:
+        return _motion_gather(x, k, offs, taps)
     # CPU: slices of an edge-padded copy, no index tensors
     p = max(max(abs(dy), abs(dx)) for o, t in zip(offs, taps) for dy, dx in o[:t]) if n else 0
     xp = pad2d(x, p, p, "nearest")
@@ -137,6 +128,23 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: list[float])
         for i, (dy, dx) in enumerate(offs[j][: taps[j]]):
             out[j].add_(xp[j, :, p - dy : p - dy + h, p - dx : p - dx + w], alpha=float(k[i]))
     return out
+
+
+def _motion_gather(x, k, offs, taps):
+    n, c, h, w = x.shape
+    width = len(k)
+    rows, cols = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    o = torch.tensor(offs, dtype=torch.long, device=x.device)
+    kw = torch.tensor([[k[i] if i < t else 0.0 for i in range(width)] for t in taps], dtype=x.dtype, device=x.device)
+    flat = x.permute(0, 2, 3, 1).reshape(n * h * w, c)
+    base = (torch.arange(n, device=x.device) * (h * w)).view(n, 1, 1)
+    out = torch.zeros_like(flat)
+    for i in range(width):
+        r = (rows[None, :] - o[:, i, 0:1]).clamp(0, h - 1)
+        q = (cols[None, :] - o[:, i, 1:2]).clamp(0, w - 1)
+        idx = (base + r[:, :, None] * w + q[:, None, :]).reshape(-1)
+        out += flat.index_select(0, idx) * kw[:, i].repeat_interleave(h * w)[:, None]
+    return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
 def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
