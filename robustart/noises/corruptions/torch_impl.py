@@ -16,6 +16,7 @@ in parallel, see `_glass_copy_chain`):
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 
 import numpy as np
@@ -524,13 +525,31 @@ FUNCTIONS = {
 assert tuple(FUNCTIONS) == K.ALL
 
 
+@contextmanager
+def _full_precision(cuda: bool):
+    """No TF32 in the corruptions' matmuls and convolutions, whatever the caller's precision
+    setting: its 10-bit mantissa would move pixels across uint8 truncation boundaries."""
+    if not cuda:
+        yield
+        return
+    matmul = torch.backends.cuda.matmul.allow_tf32
+    conv = torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
+        torch.backends.cudnn.allow_tf32 = conv
+
+
 def corrupt(x_u8: torch.Tensor, name: str, severity: int, rng: Draws | None = None) -> torch.Tensor:
     """Corrupt uint8 images (N, 3, H, W) on any device; returns uint8 of the same shape."""
     if name not in FUNCTIONS:
         raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(K.ALL)}")
     if name in K.STOCHASTIC and rng is None:
         raise ValueError(f"corruption {name!r} is random: pass per-sample draws (rng)")
-    with torch.no_grad():
+    with torch.no_grad(), _full_precision(x_u8.is_cuda):
         y = FUNCTIONS[name](x_u8.float(), severity, rng)
     # the reference converts with np.uint8(), which truncates
     return torch.floor(y.clamp(0, 255)).to(torch.uint8)
