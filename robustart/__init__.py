@@ -2,12 +2,13 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "evaluate", "get_entry", "list_models", "load_model", "ResultsStore"]
+__all__ = ["__version__", "attack", "evaluate", "evaluate_suite", "get_entry", "list_models", "load_model",
+           "ResultsStore"]
 
 
 def __getattr__(name):
     # Lazy: `import robustart` (and `robustart --help`) stays fast; torch loads on first use.
-    if name in ("evaluate", "load_model", "get_entry", "ResultsStore"):
+    if name in ("attack", "evaluate", "evaluate_suite", "load_model", "get_entry", "ResultsStore"):
         from robustart import api
 
         return getattr(api, name)

@@ -393,6 +393,29 @@ class AdversarialNoise(Noise):
         return self._checks
 
 
+def attack(model, x: torch.Tensor, y: torch.Tensor, spec: str | dict = "pgd", *, seed: int = 0,
+           ids: list[str] | None = None) -> torch.Tensor:
+    """Adversarial images for a batch: `model` takes [0, 1] images and returns logits. Samples the
+    model misclassifies are returned unchanged; the model's modes are restored afterwards."""
+    from robustart.noises import parse_noise
+
+    cfg = parse_noise(spec)
+    if cfg["name"] not in NAMES or cfg["name"] == "adversarial":
+        raise NoiseSpecError(f"{spec!r} is not a single attack; choose from {', '.join(n for n in NAMES if n != 'adversarial')}.")
+    noise = build(cfg)
+    was_training = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        noise.prepare(model, x.device)
+        with torch.no_grad():
+            clean = model(x).float()
+        ids = ids or [str(i) for i in range(x.shape[0])]
+        return noise.apply(model, x, y, ids, clean, seed).x
+    finally:
+        for m, t in was_training:
+            m.training = t
+
+
 def summarize(results) -> dict:
     """Suite metrics: WCAR over all attacks and per norm (a join of the jobs' records)."""
     from robustart.results import metrics as M
