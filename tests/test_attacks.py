@@ -244,3 +244,28 @@ def test_verify_adversarial_catches_each_violation():
         verify_adversarial(bad, x, 1.0, "linf", "t")
     with pytest.raises(AttackError, match="l2"):
         verify_adversarial(x + 0.01, x, 0.05, "l2", "t")  # 0.01 on 48 pixels: L2 = 0.069
+
+
+def test_out_of_memory_splits_the_batch(model, small):
+    """On a device out-of-memory error the attack runs on halves; per-sample seeds make the
+    result that of the whole batch."""
+    from robustart.noises import parse_noise
+    from robustart.noises.adversarial import AdversarialNoise
+
+    x, y, ids = small
+    sizes = []
+
+    class SmallDevice(AdversarialNoise):
+        def _attack(self, model, x, y, gens, seed):
+            sizes.append(x.shape[0])
+            if x.shape[0] > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super()._attack(model, x, y, gens, seed)
+
+    cfg = parse_noise("pgd:eps=0.25/255,steps=2")
+    with torch.no_grad():
+        clean = model(x)
+    split = SmallDevice(cfg).apply(model, x, y, ids, clean, 0).x
+    whole = AdversarialNoise(cfg).apply(model, x, y, ids, clean, 0).x
+    assert sizes == [8, 4, 2, 2, 4, 2, 2]  # tried, halved, halved again until it fits
+    assert float((split != whole).float().mean()) < 1e-4

@@ -333,7 +333,7 @@ class AdversarialNoise(Noise):
                 xs = xs.contiguous(memory_format=torch.channels_last)
             gens = [sample_generator(seed, ids[i], cfg["name"]) for i in idx.tolist()]
             with attack_mode(model), torch.enable_grad():
-                out = self._attack(model, xs, ys, gens, seed)
+                out = self._attack_fitting(model, xs, ys, gens, seed)
             verify_adversarial(out.x, xs, cfg["eps"], cfg["norm"], f"{cfg['name']} ({cfg['norm']}, eps={cfg['eps']:.6g})")
             x_adv[idx] = out.x.to(x_adv.dtype).contiguous()
             for k, i in enumerate(idx.tolist()):
@@ -353,6 +353,25 @@ class AdversarialNoise(Noise):
             "loss_gain": loss_gain,
         }
         return NoiseOutput(x_adv, extras)
+
+    def _attack_fitting(self, model, x, y, gens, seed) -> A.AttackOutput:
+        """The attack on the batch, or on halves of it when the device runs out of memory
+        (attacks keep several copies of the batch and its graph)."""
+        try:
+            return self._attack(model, x, y, gens, seed)
+        except torch.cuda.OutOfMemoryError:
+            if x.shape[0] == 1:
+                raise
+            torch.cuda.empty_cache()
+            h = x.shape[0] // 2
+            a = self._attack_fitting(model, x[:h], y[:h], gens[:h], seed)
+            b = self._attack_fitting(model, x[h:], y[h:], gens[h:], seed)
+
+            def cat(u, v):
+                return None if u is None else torch.cat([u, v])
+
+            return A.AttackOutput(torch.cat([a.x, b.x]), cat(a.grad_zero, b.grad_zero),
+                                  cat(a.loss_gain, b.loss_gain), cat(a.min_norm, b.min_norm))
 
     def _attack(self, model, x, y, gens, seed) -> A.AttackOutput:
         cfg = self.config
