@@ -255,8 +255,8 @@ def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, sourc
     }
     if noise["name"] != "clean":  # a noise may draw random numbers: its seed changes results
         config["seed"] = seed
-    if getattr(source, 'class_subset', None) is not None:
-        config["dataset"]["class_subset"] = list(getattr(source, 'class_subset', None))
+    if source.class_subset is not None:  # ImageNet-A/R: the model answers among these classes
+        config["dataset"]["class_subset"] = list(source.class_subset)
     return config
 
 
@@ -304,8 +304,8 @@ class _Run:
             net = build_network(self.entry)
             load_weights_into(net, self.entry, self.weights_path)
             self.model = ZooModel(net, self.entry, self.weights_sha).to(self.dev).eval()
-            if getattr(self.source, 'class_subset', None) is not None:
-                self.model = _SubsetModel(self.model, getattr(self.source, 'class_subset', None)).to(self.dev).eval()
+            if self.source.class_subset is not None:
+                self.model = _SubsetModel(self.model, self.source.class_subset).to(self.dev).eval()
         return self.model
 
 
@@ -492,7 +492,7 @@ def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
                     total=n, completed=n - len(indices), rate="",
                 )
                 for batch in loader:
-                    for rec in batch_records(zoo_model, batch, samples, dev, noise, seed, getattr(source, 'class_subset', None),
+                    for rec in batch_records(zoo_model, batch, samples, dev, noise, seed, source.class_subset,
                                              run.clean_cache):
                         pending.setdefault(rec.pop("_index") // S, []).append(rec)
                     for s in sorted(pending):

@@ -1,0 +1,39 @@
+"""The engine on a class-subset dataset (ImageNet-A/R layout): the model answers among the
+dataset's classes only, for clean and attacked images alike; labels stay ImageNet-1k indices."""
+
+import shutil
+
+import pytest
+
+from robustart.engine.evaluate import evaluate
+
+
+@pytest.fixture()
+def tiny_imagenet_r(imagenet_sample, tmp_path):
+    """An ImageNet-R-shaped folder (`<wnid>/<image>`) of five real sample images."""
+    root = tmp_path / "classes"  # not named imagenet-r: the prefix says it, the plain path is an ImageFolder
+    for p in sorted(imagenet_sample.glob("n*_*.JPEG"))[100:105]:
+        d = root / p.name.split("_")[0]
+        d.mkdir(parents=True)
+        shutil.copy(p, d / p.name)
+    return root
+
+
+def test_predictions_stay_inside_the_class_subset(tiny_imagenet_r, tmp_path):
+    from robustart.data.sources import open_source
+
+    subset = set(open_source(f"imagenet-r:{tiny_imagenet_r}").class_subset)
+    assert len(subset) == 5
+    full = evaluate("efficientnet_lite0", f"imagenet-r:{tiny_imagenet_r}", store=tmp_path / "s", progress=False)
+    rec = full.records
+    assert set(rec["label"]) == subset
+    assert all(set(t) <= subset for t in rec["top5"]) and set(rec["pred"]) <= subset
+    assert full.meta["config"]["dataset"]["class_subset"] == sorted(subset)
+    # Among 5 classes the model is at least as accurate as among 1000 on the same images.
+    whole = evaluate("efficientnet_lite0", str(tiny_imagenet_r), store=tmp_path / "s", progress=False)
+    assert whole.meta["config"]["dataset"].get("class_subset") is None
+    assert rec["correct"].sum() >= whole.records["correct"].sum()
+    adv = evaluate("efficientnet_lite0", f"imagenet-r:{tiny_imagenet_r}", noise="pgd:eps=1/255,steps=2",
+                   store=tmp_path / "s", progress=False).records
+    assert set(adv["pred"]) <= subset and set(adv["clean_pred"]) <= subset
+    assert (adv["clean_pred"] == rec["pred"]).all()
