@@ -368,20 +368,23 @@ class SuiteResult:
 
     jobs: list[JobResult]
     metrics: dict
+    spec: str = ""
 
     def to_json(self) -> dict:
+        """One object: `metrics.top1` is the suite's headline accuracy (WCAR for an attack suite,
+        else the mean top-1 over its jobs), `clean_top1` the shared clean accuracy; every job's
+        own JSON is under `jobs`."""
+        import numpy as np
+
         first = self.jobs[0].to_json()
         out = {k: first[k] for k in ("model", "dataset", "n", "precision", "store")}
-        clean = [j.metrics.get("clean_top1") for j in self.jobs if "clean_top1" in j.metrics]
-        worst = min(j.metrics["top1"] for j in self.jobs)
-        metrics = {"top1": self.metrics.get("wcar", worst)}
+        metrics = {"top1": self.metrics.get("wcar", float(np.mean([j.metrics["top1"] for j in self.jobs])))}
+        clean = [j.metrics["clean_top1"] for j in self.jobs if "clean_top1" in j.metrics]
         if clean:
             metrics["clean_top1"] = clean[0]
         metrics.update(self.metrics)
         out.update(noise=self.spec, metrics=metrics, jobs=[j.to_json() for j in self.jobs])
         return out
-
-    spec: str = ""
 
 
 def evaluate_suite(
@@ -394,11 +397,15 @@ def evaluate_suite(
 ) -> SuiteResult:
     """Every job of a noise spec (a suite such as `adversarial` or `imagenet-c` has several), on
     one model and dataset: the model is built once and each sample's clean forward pass is shared
-    by all jobs. Suite metrics (WCAR, mCE, ...) are computed from the jobs' records."""
+    by all jobs. Suite metrics (WCAR, mCE, ...) are computed from the jobs' records. Takes the
+    keyword arguments of `evaluate`."""
     from robustart.noises import expand_noise, summarize
 
+    unknown = sorted(set(kwargs) - set(_DEFAULTS))
+    if unknown:
+        raise TypeError(f"evaluate_suite() got unexpected keyword argument(s) {unknown}")
     configs = expand_noise(noise)
-    run = _prepare(model, data, **{k: kwargs.get(k, v) for k, v in _DEFAULTS.items()})
+    run = _prepare(model, data, **{**_DEFAULTS, **kwargs})
     jobs = [_run_job(run, cfg, force) for cfg in configs]
     return SuiteResult(jobs, summarize(jobs) if len(jobs) > 1 else {}, spec=noise if isinstance(noise, str) else "")
 

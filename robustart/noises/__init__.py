@@ -61,7 +61,8 @@ def parse_noise(spec: str | dict | None) -> dict:
     """The one job config of a spec; a suite spec is an error here (use `expand_noise`)."""
     configs = expand_noise(spec)
     if len(configs) != 1:
-        raise NoiseSpecError(f"noise spec {spec!r} is a suite of {len(configs)} jobs; use expand_noise().")
+        raise NoiseSpecError(f"noise spec {spec!r} is a suite of {len(configs)} jobs: run it with "
+                             "robustart.evaluate_suite() (the CLI's `eval` does).")
     return configs[0]
 
 
