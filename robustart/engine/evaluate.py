@@ -54,12 +54,15 @@ def record_schema(noise=None):
 
 
 class _ImageDataset(torch.utils.data.Dataset):
-    """Decode + eval transform; a bad file yields its reason instead of an image."""
+    """Decode + eval transform; a bad file yields its reason instead of an image. With a
+    noise's `loader` (e.g. another decoder and resizer), each item also carries the noise's own
+    image of the sample (or the reason it could not be made)."""
 
-    def __init__(self, samples: list[Sample], indices: list[int], transform):
+    def __init__(self, samples: list[Sample], indices: list[int], transform, loader=None):
         self.samples = samples
         self.indices = indices
         self.transform = transform
+        self.loader = loader
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -68,11 +71,17 @@ class _ImageDataset(torch.utils.data.Dataset):
         i = self.indices[j]
         try:
             img, note = load_rgb(self.samples[i].path)
-            return i, self.transform(img), "", note
+            x = self.transform(img)
         except BadImageError as e:
-            return i, None, str(e), ""
+            return i, None, str(e), "", None
         except Exception as e:  # a transform failing on an odd image must not end the run
-            return i, None, f"{type(e).__name__}: {e}", ""
+            return i, None, f"{type(e).__name__}: {e}", "", None
+        if self.loader is None:
+            return i, x, "", note, None
+        try:
+            return i, x, "", note, self.loader(self.samples[i].path)
+        except Exception as e:  # the noise's pipeline failing on one file fails that sample only
+            return i, None, f"{type(e).__name__} in the noise's image pipeline: {e}", note, None
 
 
 def entry_transform(entry):
@@ -85,16 +94,17 @@ def _collate(batch):
     return batch
 
 
-def _forward(model, x: torch.Tensor) -> torch.Tensor:
-    """Logits; on CUDA out-of-memory, retry in halves instead of failing the job."""
+def _forward(model, x: torch.Tensor, predict=None) -> torch.Tensor:
+    """Logits (through a noise's own `predict`, e.g. at another precision, when given); on CUDA
+    out-of-memory, retry in halves instead of failing the job."""
     try:
-        return model(x)
+        return predict(model, x) if predict is not None else model(x)
     except torch.cuda.OutOfMemoryError:
         if x.shape[0] == 1:
             raise
         torch.cuda.empty_cache()
         h = x.shape[0] // 2
-        return torch.cat([_forward(model, x[:h]), _forward(model, x[h:])])
+        return torch.cat([_forward(model, x[:h], predict), _forward(model, x[h:], predict)])
 
 
 class _SubsetModel(torch.nn.Module):
@@ -138,7 +148,8 @@ def batch_records(model, batch, samples: list[Sample], device, noise=None, seed:
         return row
 
     to_pos = {c: k for k, c in enumerate(subset)} if subset is not None else None
-    for i, x, err, note in batch:
+    variants = {}
+    for i, x, err, note, xv in batch:
         s = samples[i]
         if x is None:
             rows[i] = failed(s, note, err)
@@ -146,6 +157,7 @@ def batch_records(model, batch, samples: list[Sample], device, noise=None, seed:
             rows[i] = failed(s, note, f"label {s.label} is not among the dataset's {len(to_pos)} classes")
         else:
             good.append((i, x, note))
+            variants[i] = xv
     if good:
         xb = torch.stack([x for _, x, _ in good]).to(device, non_blocking=True).float().div_(255.0)
         ids = [samples[i].id for i, _, _ in good]
@@ -166,9 +178,13 @@ def batch_records(model, batch, samples: list[Sample], device, noise=None, seed:
         if noise is None:
             logits = clean_logits
         else:
-            out = noise.apply(model, xb, lab, ids, clean_logits, seed)
+            if noise.loader is not None:  # the noise's own images of these samples, as floats
+                xv = torch.stack([variants[i] for i, _, _ in good]).to(xb.device).float().div_(255.0)
+                out = noise.apply(model, xb, lab, ids, clean_logits, seed, variant=xv)
+            else:
+                out = noise.apply(model, xb, lab, ids, clean_logits, seed)
             with torch.inference_mode():
-                logits = _forward(model, out.x).float()
+                logits = _forward(model, out.x, noise.predict).float()
             extras = noise.complete(out.extras, clean_logits, logits, lab)
             clean_pred = clean_logits.argmax(1).cpu()
         top5, prob, margin = _outcome(logits, lab)
@@ -481,7 +497,8 @@ def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
         rinfo["workers"] = workers
         store.write_meta(key, meta)
         loader = torch.utils.data.DataLoader(
-            _ImageDataset(samples, indices, entry_transform(entry)),
+            _ImageDataset(samples, indices, entry_transform(entry),
+                          noise.loader(entry) if noise is not None and noise.loader is not None else None),
             batch_size=batch_size,
             shuffle=False,
             num_workers=workers,

@@ -49,6 +49,17 @@ class Noise:
     def name(self) -> str:
         return self.config["name"]
 
+    #: Optional: `loader(entry)` returns a picklable callable, path -> uint8 CHW tensor at the
+    #: model's input geometry, that makes the noise's own image of a sample (ImageNet-S: another
+    #: decoder and resizer). The engine then runs it in its decoding workers beside the model's
+    #: eval transform, and `apply` gets those images (as floats in [0, 1]) as `variant=`.
+    loader = None
+
+    def predict(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits on the noisy batch; override to change how the model runs
+        (precision noise: autocast, TF32, channels_last). The clean pass always runs as is."""
+        return model(x)
+
     def prepare(self, model: torch.nn.Module, device: torch.device) -> None:
         """Once per job, before the first batch (e.g. build a transfer source model)."""
 

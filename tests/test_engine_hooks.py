@@ -1,0 +1,82 @@
+"""The engine's noise hooks with a small real noise: `loader` (the noise's own image pipeline,
+run in the decoding workers) and `predict` (how the model runs on the noisy batch)."""
+
+import pytest
+import torch
+
+from robustart.engine.evaluate import _run_job, _prepare, _DEFAULTS
+from robustart.noises.base import Noise, NoiseOutput
+
+
+class GrayLoader:
+    """Picklable: the eval transform of the grayscale image (a different image pipeline)."""
+
+    def __init__(self, entry):
+        from robustart.data.transforms import eval_transform
+
+        self.transform = eval_transform(entry)
+
+    def __call__(self, path):
+        from PIL import Image
+
+        if "n01443537" in str(path):  # one sample this pipeline cannot make
+            raise ValueError("this pipeline refuses it")
+        with Image.open(path) as im:
+            return self.transform(im.convert("L").convert("RGB"))
+
+
+class Gray(Noise):
+    fields = []
+
+    def loader(self, entry):
+        return GrayLoader(entry)
+
+    def apply(self, model, x, y, ids, clean_logits, seed, variant=None):
+        assert variant is not None and variant.shape == x.shape
+        return NoiseOutput(variant, {})
+
+
+class Half(Noise):
+    fields = []
+    calls = 0
+
+    def predict(self, model, x):
+        Half.calls += 1
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return model(x).float()
+
+    def apply(self, model, x, y, ids, clean_logits, seed):
+        return NoiseOutput(x, {})
+
+
+@pytest.fixture()
+def run(imagenet_sample, tmp_path, monkeypatch):
+    import robustart.noises as N
+
+    fam = type("fam", (), {"NAMES": {"gray": "", "half": ""},
+                           "build": staticmethod(lambda c: Gray(c) if c["name"] == "gray" else Half(c))})
+    real = N._families()
+    monkeypatch.setattr(N, "_families", lambda: [*real, fam])  # a test-only family
+    kw = {**_DEFAULTS, "limit": 6, "store": tmp_path, "progress": False, "workers": 2, "batch_size": 4}
+    return _prepare("efficientnet_lite0", str(imagenet_sample), **kw)
+
+
+def test_loader_images_reach_the_model_and_failures_stay_per_sample(run):
+    clean = _run_job(run, {"name": "clean"}, False).records
+    gray = _run_job(run, {"name": "gray"}, False).records
+    assert (gray["sample_id"] == clean["sample_id"]).all()
+    refused = gray["sample_id"].str.contains("n01443537")
+    assert refused.any() and (gray.loc[refused, "status"] == "failed").all()
+    assert gray.loc[refused, "error"].str.contains("refuses it").all()
+    ok = gray[~refused]
+    assert (ok["status"] == "ok").all()
+    assert (ok["clean_pred"] == clean.loc[~refused, "pred"]).all()  # the clean pass is the model's own
+    assert (ok["pred"] != ok["clean_pred"]).any() or (ok["prob"] != clean.loc[~refused, "prob"]).all()
+
+
+def test_predict_runs_the_noisy_forward(run):
+    clean = _run_job(run, {"name": "clean"}, False).records
+    half = _run_job(run, {"name": "half"}, False).records
+    assert Half.calls >= 2  # once per batch
+    assert (half["clean_pred"] == clean["pred"]).all()
+    assert not (half["prob"] == clean["prob"]).all()  # bf16 logits are not the fp32 ones
