@@ -263,6 +263,9 @@ def results_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
 
     st = ResultsStore(store)
     df = st.list_jobs()
+    # the noise as a short label (pgd linf 4/255, corruption fog 3), not just its family name
+    df["noise"] = [_noise_label((st.read_meta(k) or {}).get("config", {}).get("noise") or {"name": n})
+                   for k, n in zip(df["key"], df["noise"])]
     top1 = []
     for key in df["key"]:
         rec = st.read_records(key)
