@@ -330,6 +330,49 @@ def results_show(
         out.print(rec.head(records).to_string())
 
 
+@app.command("report", rich_help_panel="Report")
+def report(
+    store: StoreOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html, summary.md, figures/ and tables/ (CSV + Parquet).")] = Path("robustart-report"),
+    models: Annotated[Optional[list[str]], typer.Option("--models", help="Only these models (zoo name or name@form; repeat or comma-separate).")] = None,
+    noises: Annotated[Optional[list[str]], typer.Option("--noises", help="Only these noises or sections: clean, adversarial, pgd, corruption, imagenet-s, precision (repeat or comma-separate).")] = None,
+    compare: Annotated[Optional[tuple[str, str]], typer.Option("--compare", metavar="A B", help="Contrast two models, or two forms of one (resnet18 resnet18@w8a8), on every noise both ran.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """HTML report of leaderboards and figures from the results store (offline, self-contained).
+
+    Also writes a Markdown summary and every table as CSV and Parquet; --compare A B contrasts two models."""
+    from robustart.reports import build_report
+    from robustart.reports import compare as compare_models
+
+    log = (lambda m: None) if as_json else (lambda m: err.print(f"[dim]report:[/] {m}", highlight=False))
+    try:
+        if compare:
+            c = compare_models(store, compare[0], compare[1], out_dir, noises=noises, log=log)
+        else:
+            r = build_report(store, out_dir, models=models, noises=noises, log=log)
+    except RobustartError as e:
+        _fail(e)
+    if compare:
+        if as_json:
+            _print_json({"a": c.a, "b": c.b, "pairs": c.pairs.to_dict(orient="records"),
+                         "files": {k: str(v) for k, v in c.files.items()}})
+            return
+        t = Table(title=f"{c.a} (A) vs {c.b} (B)", title_justify="left")
+        for col in ("dataset", "noise", "n", "top-1 A", "top-1 B", "B - A", "only A", "only B", "agree %"):
+            t.add_column(col)
+        for _, p in c.pairs.iterrows():
+            t.add_row(str(p["dataset"]), str(p["noise"]), str(p["n"]), _fmt(p["top1_a"]), _fmt(p["top1_b"]),
+                      _fmt(p["delta"]), str(p["only_a"]), str(p["only_b"]), _fmt(p["agreement"]))
+        out.print(t)
+        out.print(f"wrote {c.files['compare.html']}")
+        return
+    if as_json:
+        _print_json({"jobs": r.n_jobs, "files": {k: str(v) for k, v in r.files.items()}, "seconds": r.seconds})
+        return
+    out.print(f"report of {r.n_jobs} jobs: {r.files['report.html']} (summary: {r.files['summary.md']})")
+
+
 def main() -> None:
     app()
 

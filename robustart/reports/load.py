@@ -1,0 +1,195 @@
+"""Reading the results store for a report: one row per job from the metas, and the records of
+every selected job in one columnar scan (pyarrow dataset over all shard files), so a store of
+thousands of jobs costs one multithreaded read, not a Python loop per record."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from robustart.results.store import ResultsStore
+
+# Noise name -> the report section it belongs to. Names not listed here land in "other".
+ADVERSARIAL = ("fgsm", "pgd", "mim", "cw", "square", "autoattack", "transfer")
+NOISE_SECTIONS = {"clean": "clean", "corruption": "corruption", "imagenet-s": "imagenet-s",
+                  "precision": "precision", **{n: "adversarial" for n in ADVERSARIAL}}
+
+FAMILY_LABELS = {"cnn": "CNN", "transformer": "Transformer", "mixer": "MLP-Mixer", "nas": "NAS"}
+
+# Record columns a report reads; every job's shards are read with this schema, and a column a
+# job lacks (clean jobs have no clean_pred) reads as null.
+RECORD_COLUMNS = ("sample_id", "label", "pred", "correct", "status", "clean_pred", "clean_correct")
+
+JOB_COLUMNS = [
+    "key", "status", "model", "label", "arch", "family", "family_label", "form", "precision", "bits",
+    "dataset", "dataset_label", "dataset_n", "fingerprint", "noise", "section", "noise_label",
+    "norm", "eps", "budget", "corruption", "severity", "impl", "jpeg", "decoder", "resize", "variant",
+    "seed", "weights_sha256", "robustart", "torch", "timm", "pillow", "versions", "git_commit",
+    "git_dirty", "device", "started", "finished", "noise_config",
+]
+
+
+def model_label(name: str, form: str | None, precision: str | None) -> str:
+    """How a report names a model: its zoo name, plus its form and precision when not fp/fp32
+    (so `resnet18` and `resnet18@w8a8` are two rows of one leaderboard)."""
+    parts = [str(name)]
+    if form and form != "fp":
+        parts.append(str(form))
+    if precision and precision != "fp32":
+        parts.append(str(precision))
+    return "@".join(parts)
+
+
+def bit_width(form: str | None, precision: str | None) -> float:
+    """Weight bit width of a model form / precision: fp -> 32, w8a8 or int8 -> 8, binary -> 1."""
+    for s in (form, precision):
+        s = (s or "").lower()
+        if s in ("", "fp", "fp32", "tf32"):
+            continue
+        if s in ("binary", "bnn", "binarized", "w1a1"):
+            return 1.0
+        m = re.match(r"^(?:w|int|fp|bf|uint)(\d+)", s)
+        if m:
+            return float(m.group(1))
+    return 32.0
+
+
+def noise_label(cfg: dict) -> str:
+    """A short, unique-enough name for a job's noise config."""
+    name = cfg.get("name", "?")
+    parts = [name]
+    for k in ("corruption", "severity", "decoder", "resize", "variant", "src", "norm"):
+        if k in cfg and cfg[k] is not None:
+            parts.append(str(cfg[k]))
+    if "eps" in cfg and cfg["eps"] is not None:
+        e = float(cfg["eps"])
+        parts.append(f"{e * 255:.3g}/255" if cfg.get("norm") == "linf" else f"{e:.3g}")
+    if cfg.get("budget"):
+        parts.append(f"({cfg['budget']})")
+    if name == "corruption" and (cfg.get("impl", "torch") != "torch" or cfg.get("jpeg")):
+        parts.append(f"[{cfg.get('impl', 'torch')}{'+jpeg' if cfg.get('jpeg') else ''}]")
+    return " ".join(parts)
+
+
+def _job_row(key: str, meta: dict) -> dict:
+    cfg = meta.get("config", {})
+    model = cfg.get("model", {})
+    noise = cfg.get("noise", {}) or {"name": "?"}
+    data = cfg.get("dataset", {})
+    versions = meta.get("versions") or {}
+    git = meta.get("git") or {}
+    form, precision = model.get("form", "fp"), cfg.get("precision", "fp32")
+    return {
+        "key": key, "status": meta.get("status"), "model": model.get("name"),
+        "label": model_label(model.get("name"), form, precision), "arch": model.get("arch"),
+        "family": model.get("family"), "family_label": FAMILY_LABELS.get(model.get("family"), str(model.get("family"))),
+        "form": form, "precision": precision, "bits": bit_width(form, precision),
+        "dataset": data.get("name"), "dataset_n": data.get("n"), "fingerprint": data.get("fingerprint"),
+        "noise": noise.get("name"), "section": NOISE_SECTIONS.get(noise.get("name"), "other"),
+        "noise_label": noise_label(noise), "norm": noise.get("norm"), "eps": noise.get("eps"),
+        "budget": noise.get("budget"), "corruption": noise.get("corruption"), "severity": noise.get("severity"),
+        "impl": noise.get("impl"), "jpeg": noise.get("jpeg"), "decoder": noise.get("decoder"),
+        "resize": noise.get("resize"), "variant": noise.get("variant"), "seed": cfg.get("seed"),
+        "weights_sha256": cfg.get("weights_sha256"), "robustart": cfg.get("robustart") or versions.get("robustart"),
+        "torch": versions.get("torch"), "timm": versions.get("timm"), "pillow": versions.get("pillow"),
+        "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
+        "git_commit": git.get("commit"), "git_dirty": git.get("dirty"),
+        "device": (meta.get("device") or {}).get("name"), "started": meta.get("started"),
+        "finished": meta.get("finished"),
+        # what makes two models' jobs comparable: the same noise config and seed
+        "noise_config": json.dumps({**noise, "seed": cfg.get("seed")}, sort_keys=True, default=str),
+    }
+
+
+def _dataset_labels(jobs: pd.DataFrame) -> pd.Series:
+    """`name (n=N)`; datasets that share a name and size but differ in content get their
+    fingerprint appended, so two different sample sets never share a leaderboard row."""
+    base = jobs["dataset"].astype(str) + " (n=" + jobs["dataset_n"].astype(str) + ")"
+    clash = jobs.groupby(base)["fingerprint"].transform("nunique") > 1
+    return base.where(~clash, base + " [" + jobs["fingerprint"].astype(str).str[:8] + "]")
+
+
+def read_jobs(store: ResultsStore) -> pd.DataFrame:
+    """One row per job in the store (any status), from its meta.json."""
+    rows = []
+    for key in store.keys():
+        try:
+            meta = json.loads(store.meta_path(key).read_text())
+        except (OSError, ValueError):
+            continue  # a meta being written right now; it shows up in the next report
+        rows.append(_job_row(key, meta))
+    jobs = pd.DataFrame(rows, columns=JOB_COLUMNS)
+    if len(jobs):
+        jobs["dataset_label"] = _dataset_labels(jobs)
+    return jobs
+
+
+def _split(values) -> list[str]:
+    out = []
+    for v in values or []:
+        out += [s.strip() for s in str(v).split(",") if s.strip()]
+    return out
+
+
+def select_jobs(jobs: pd.DataFrame, models=None, noises=None) -> pd.DataFrame:
+    """Complete jobs, filtered: `models` matches a zoo name or a report label (name@form),
+    `noises` a noise name (pgd, corruption, ...) or a section (clean, adversarial, corruption,
+    imagenet-s, precision). Both accept comma-separated lists."""
+    sel = jobs[jobs["status"] == "complete"]
+    m = _split(models)
+    if m:
+        sel = sel[sel["model"].isin(m) | sel["label"].isin(m)]
+    n = _split(noises)
+    if n:
+        sel = sel[sel["noise"].isin(n) | sel["section"].isin(n)]
+    return sel.reset_index(drop=True)
+
+
+def read_records(store: ResultsStore, keys) -> pd.DataFrame:
+    """The records of the given jobs, one frame with a `job` column, in one scan.
+
+    A clean job's `clean_pred`/`clean_correct` are its own predictions, so every job has them
+    and clean vs noisy comparisons need no special case."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    schema = pa.schema([("sample_id", pa.string()), ("label", pa.int32()), ("pred", pa.int32()),
+                        ("correct", pa.bool_()), ("status", pa.string()), ("clean_pred", pa.int32()),
+                        ("clean_correct", pa.bool_()), ("job", pa.string()), ("_dir", pa.string())])
+    keys = list(keys)
+    files = [str(p) for k in keys for p in sorted(store.records_dir(k).glob("shard-*.parquet"))]
+    if not files:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in [
+            ("job", "object"), ("sample_id", "object"), ("label", "int32"), ("pred", "int32"),
+            ("correct", "bool"), ("status", "object"), ("clean_pred", "int32"), ("clean_correct", "bool")]})
+    # The job key is the folder two levels above each shard: read it as a partition field.
+    part = ds.DirectoryPartitioning(pa.schema([("job", pa.string()), ("_dir", pa.string())]))
+    dataset = ds.dataset(files, schema=schema, format="parquet", partitioning=part,
+                         partition_base_dir=str(store.jobs_dir))
+    table = dataset.to_table(columns=["job", *RECORD_COLUMNS])
+    table = table.set_column(table.schema.get_field_index("clean_pred"), "clean_pred",
+                             pc.coalesce(table["clean_pred"], table["pred"]))
+    table = table.set_column(table.schema.get_field_index("clean_correct"), "clean_correct",
+                             pc.coalesce(table["clean_correct"], table["correct"]))
+    return table.to_pandas()
+
+
+@dataclass
+class StoreData:
+    """What a report is made from: the selected jobs and their records."""
+
+    root: Path
+    all_jobs: pd.DataFrame  # every job in the store, any status (for the "not shown" note)
+    jobs: pd.DataFrame  # the complete jobs selected
+    records: pd.DataFrame  # their records, with a `job` column
+
+
+def load(store: ResultsStore, models=None, noises=None) -> StoreData:
+    all_jobs = read_jobs(store)
+    jobs = select_jobs(all_jobs, models, noises) if len(all_jobs) else all_jobs
+    return StoreData(store.root, all_jobs, jobs, read_records(store, jobs["key"]))

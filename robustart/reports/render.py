@@ -1,0 +1,141 @@
+"""HTML and Markdown rendering. The HTML page is self-contained: CSS inline, figures as base64
+PNG data URLs, no scripts and no external URLs, so it opens offline and can be archived."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+
+import pandas as pd
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
+       padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 2px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { margin-top: 1.4em; }
+.meta { color: #555; font-size: 0.92em; }
+table.tbl { border-collapse: collapse; font-size: 0.82em; margin: 0.6em 0 1em; display: block; overflow-x: auto; }
+table.tbl th, table.tbl td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
+table.tbl th { background: #f3f3f3; }
+table.tbl td:first-child, table.tbl th:first-child { text-align: left; }
+table.tbl tr:nth-child(even) td { background: #fafafa; }
+img.fig { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+.empty { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5em 1em; }
+.note { color: #555; font-size: 0.9em; }
+code { background: #f3f3f3; padding: 0 3px; }
+nav ul { columns: 2; }
+"""
+
+
+def fmt_value(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def _display(df: pd.DataFrame) -> pd.DataFrame:
+    """Values as shown: percentages to two decimals, eps in 1/255 units where that is how it is
+    given, missing values as a dash."""
+    d = df.copy()
+    if "eps" in d.columns and "norm" in d.columns:
+        d["eps"] = [fmt_value(e) if n != "linf" or e is None or pd.isna(e) else f"{float(e) * 255:.3g}/255"
+                    for e, n in zip(d["eps"], d["norm"])]
+    for c in d.columns:
+        d[c] = [fmt_value(v) for v in d[c]]
+    return d
+
+
+def html_table(df: pd.DataFrame) -> str:
+    return _display(df).to_html(index=False, classes="tbl", border=0, escape=True)
+
+
+def md_table(df: pd.DataFrame) -> str:
+    d = _display(df)
+    esc = [str(c).replace("|", "\\|") for c in d.columns]
+    lines = ["| " + " | ".join(esc) + " |", "|" + "---|" * len(esc)]
+    for row in d.itertuples(index=False):
+        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+    return "\n".join(lines)
+
+
+def img_tag(png: bytes, alt: str) -> str:
+    b64 = base64.b64encode(png).decode("ascii")
+    return f'<img class="fig" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+
+
+class Section:
+    """One section of the report: a title, what it shows, then figures and tables, or a note
+    that says what run would fill it."""
+
+    def __init__(self, id: str, title: str, intro: str = "", empty: str | None = None):
+        self.id, self.title, self.intro, self.empty = id, title, intro, empty
+        self.parts: list[tuple[str, object, str]] = []  # (kind, payload, caption)
+
+    def figure(self, png: bytes | None, caption: str) -> None:
+        if png:
+            self.parts.append(("figure", png, caption))
+
+    def table(self, df: pd.DataFrame, caption: str, *, md: bool = True, folded: bool = False) -> None:
+        if df is not None and len(df):
+            self.parts.append(("table", (df, md, folded), caption))
+
+    def note(self, text: str) -> None:
+        self.parts.append(("note", text, ""))
+
+    @property
+    def has_content(self) -> bool:
+        return any(k != "note" for k, _, _ in self.parts)
+
+    def to_html(self) -> str:
+        out = [f'<section id="{self.id}"><h2>{html.escape(self.title)}</h2>']
+        if self.intro:
+            out.append(f"<p>{self.intro}</p>")
+        if not self.has_content:
+            out.append(f'<p class="empty">No results. {self.empty or ""}</p>')
+        for kind, payload, caption in self.parts:
+            if kind == "figure":
+                out.append(f"<figure>{img_tag(payload, caption)}<figcaption class='note'>{html.escape(caption)}</figcaption></figure>")
+            elif kind == "table":
+                df, _, folded = payload
+                body = f"<h3>{html.escape(caption)}</h3>{html_table(df)}"
+                out.append(f"<details><summary>{html.escape(caption)} ({len(df)} rows)</summary>{html_table(df)}</details>"
+                           if folded else body)
+            else:
+                out.append(f'<p class="note">{payload}</p>')
+        out.append("</section>")
+        return "\n".join(out)
+
+    def to_markdown(self, figure_files: dict) -> str:
+        out = [f"## {self.title}", ""]
+        if not self.has_content:
+            out += [f"No results. {_strip_tags(self.empty or '')}", ""]
+        for kind, payload, caption in self.parts:
+            if kind == "figure" and caption in figure_files:
+                out += [f"![{caption}]({figure_files[caption]})", ""]
+            elif kind == "table" and payload[1]:
+                out += [f"**{caption}**", "", md_table(payload[0]), ""]
+            elif kind == "note":
+                out += [_strip_tags(payload), ""]
+        return "\n".join(out)
+
+
+def _strip_tags(text: str) -> str:
+    import re
+
+    return html.unescape(re.sub(r"<code>(.*?)</code>", r"`\1`", re.sub(r"<(?!/?code)[^>]+>", "", text)))
+
+
+def page(title: str, header_html: str, sections: list[Section]) -> str:
+    toc = "".join(f'<li><a href="#{s.id}">{html.escape(s.title)}</a>{"" if s.has_content else " (no results)"}</li>'
+                  for s in sections)
+    body = "\n".join(s.to_html() for s in sections)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{html.escape(title)}</title><link rel=\"icon\" href=\"data:,\"><style>{CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>{header_html}<nav><h2>Contents</h2><ul>{toc}</ul></nav>{body}"
+        "</body></html>\n"
+    )

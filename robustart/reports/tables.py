@@ -1,0 +1,316 @@
+"""Report tables: pure functions of the job table and the records (see load.py), vectorised with
+pandas group-bys. Every number is computed here from records; nothing reads a cached summary.
+
+Percentages throughout. The definitions are those of robustart.results.metrics (top-1 and AR
+over the samples that decoded, WCAR as a join on sample_id) and of the corruption family's
+metrics (error tables, CE, mCE); tests check that both routes give the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from robustart.noises.corruptions import metrics as CM
+from robustart.noises.corruptions.constants import COMMON
+
+# The columns that say which model and dataset a row is about, first in every leaderboard.
+ID = ["label", "family_label", "form", "precision", "dataset_label"]
+_RENAME = {"label": "model", "family_label": "family", "dataset_label": "dataset"}
+
+
+def per_job(jobs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """One row per job: n, n_ok, n_failed, top1, clean_top1, ar (%, of clean-correct samples
+    those still correct), asr, flip_rate (% of samples whose prediction differs from clean)."""
+    r = records
+    ok = r[r["status"] == "ok"]
+    g = ok.groupby("job", sort=False)
+    out = pd.DataFrame({
+        "n": r.groupby("job", sort=False).size(),
+        "n_ok": g.size(),
+        "top1": 100.0 * g["correct"].mean(),
+        "clean_top1": 100.0 * g["clean_correct"].mean(),
+        "flip_rate": 100.0 * (ok["pred"] != ok["clean_pred"]).groupby(ok["job"], sort=False).mean(),
+        "ar": 100.0 * ok[ok["clean_correct"]].groupby("job", sort=False)["correct"].mean(),
+    })
+    out["n_ok"] = out["n_ok"].fillna(0).astype(int)
+    out["n_failed"] = out["n"] - out["n_ok"]
+    out["asr"] = 100.0 - out["ar"]
+    out.index.name = "key"
+    return jobs.merge(out.reset_index(), on="key", how="inner")
+
+
+def _finish(df: pd.DataFrame, cols: list[str], sort: list[str] | None = None, ascending=False) -> pd.DataFrame:
+    df = df[cols]
+    if sort:
+        df = df.sort_values(sort, ascending=ascending, kind="stable")
+    return df.rename(columns=_RENAME).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- clean
+
+
+def clean_leaderboard(pj: pd.DataFrame) -> pd.DataFrame:
+    c = pj[pj["section"] == "clean"]
+    return _finish(c, ID + ["n", "n_failed", "top1", "key"], ["top1"])
+
+
+def clean_reference(pj: pd.DataFrame) -> pd.DataFrame:
+    """Clean top-1 per (model, dataset), from clean jobs (their own samples)."""
+    c = pj[pj["section"] == "clean"]
+    return c.groupby(["label", "fingerprint"], as_index=False)["top1"].first().rename(columns={"top1": "clean_job_top1"})
+
+
+# --------------------------------------------------------------------------- adversarial
+
+
+def _budget_group(adv: pd.DataFrame) -> pd.Series:
+    """The attacks that make one WCAR: a named budget (small/mid/large) spans norms, as in the
+    suite; attacks run without one are grouped by their exact norm and eps."""
+    eps = adv["eps"].astype(float)
+    plain = np.where(adv["norm"] == "linf", (eps * 255).map(lambda e: f"linf {e:.3g}/255"),
+                     adv["norm"].astype(str) + " " + eps.map(lambda e: f"{e:.3g}"))
+    return pd.Series(np.where(adv["budget"].notna(), "budget " + adv["budget"].astype(str), plain), index=adv.index)
+
+
+def adversarial_leaderboard(pj: pd.DataFrame) -> pd.DataFrame:
+    a = pj[pj["section"] == "adversarial"].copy()
+    a["budget_group"] = _budget_group(a)
+    return _finish(a, ID + ["noise", "norm", "eps", "budget_group", "n", "clean_top1", "top1", "ar", "asr", "key"],
+                   ["budget_group", "noise", "top1"], [True, True, False]).rename(
+        columns={"noise": "attack", "budget_group": "budget", "top1": "robust_top1"})
+
+
+def wcar_table(pj: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """WCAR per (model, dataset, budget group): a sample counts only if it is ok and correct in
+    every attack job of the group (robustart.results.metrics.wcar, as one group-by)."""
+    a = pj[pj["section"] == "adversarial"].copy()
+    cols = ID + ["budget", "attacks", "n_attacks", "n", "clean_top1", "wcar", "keys"]
+    if not len(a):
+        return pd.DataFrame(columns=[_RENAME.get(c, c) for c in cols])
+    a["budget"] = _budget_group(a)
+    a["group"] = a.groupby(["label", "fingerprint", "budget"], sort=False).ngroup()
+    size = a.groupby("group")["key"].size()
+    r = records[records["status"] == "ok"].merge(a[["key", "group"]], left_on="job", right_on="key")
+    per_sample = r.groupby(["group", "sample_id"], sort=False)["correct"].agg(["size", "all"]).reset_index()
+    per_sample = per_sample[per_sample["size"].to_numpy() == size.loc[per_sample["group"]].to_numpy()]
+    wc = per_sample.groupby("group").agg(n=("all", "size"), wcar=("all", "mean"))
+    wc["wcar"] *= 100.0
+    first = a.groupby("group").agg(
+        **{c: (c, "first") for c in ID + ["budget", "fingerprint"]},
+        attacks=("noise_label", lambda s: ", ".join(sorted(s))), n_attacks=("key", "size"),
+        clean_top1=("clean_top1", "mean"), keys=("key", lambda s: " ".join(sorted(s))))
+    out = first.join(wc, how="left")
+    out["n"] = out["n"].fillna(0).astype(int)
+    return _finish(out, cols, ["budget", "wcar"], [True, False])
+
+
+def robust_by_budget(adv: pd.DataFrame) -> pd.DataFrame:
+    """Wide view: robust top-1 per model (rows) and attack x budget (columns)."""
+    if not len(adv):
+        return adv
+    w = adv.assign(col=adv["attack"] + " " + adv["norm"].astype(str) + " | " + adv["budget"])
+    wide = w.pivot_table(index=["model", "dataset"], columns="col", values="robust_top1", aggfunc="mean")
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+# --------------------------------------------------------------------------- corruption
+
+
+def _latest(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """One job per cell: the most recently finished (two seeds of one cell would double-count)."""
+    return df.sort_values("finished", kind="stable").drop_duplicates(by, keep="last")
+
+
+def corruption_cells(pj: pd.DataFrame) -> pd.DataFrame:
+    c = pj[pj["section"] == "corruption"].copy()
+    c["impl"] = c["impl"].fillna("torch")
+    c["jpeg"] = c["jpeg"].fillna(False).astype(bool)
+    c = _latest(c, ["label", "fingerprint", "impl", "jpeg", "corruption", "severity"])
+    c["error"] = 100.0 - c["top1"]
+    c["severity"] = c["severity"].astype(int)
+    return _finish(c, ID + ["fingerprint", "impl", "jpeg", "corruption", "severity", "n", "clean_top1", "error", "key"])
+
+
+def error_table(cells: pd.DataFrame) -> pd.DataFrame:
+    """The corruption family's error table (corruption x severity, fractions) of one model's cells,
+    in ImageNet-C order; the input of its CE / mCE functions."""
+    t = cells.pivot_table(index="corruption", columns="severity", values="error", aggfunc="first") / 100.0
+    t.columns = [int(s) for s in t.columns]
+    order = [c for c in COMMON if c in t.index] + sorted(c for c in t.index if c not in COMMON)
+    return t.reindex(index=order, columns=sorted(t.columns))
+
+
+def corruption_leaderboard(cells: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, impl, jpeg): mCE and relative mCE (AlexNet = 100; need the 15 x 5
+    grid), mean corruption error over the cells present, and the clean error of those samples."""
+    cols = ["model", "family", "form", "precision", "dataset", "impl", "jpeg", "cells", "clean_error",
+            "mce", "relative_mce", "mean_corruption_error", "corruption_accuracy", "keys"]
+    rows = []
+    ok = records[records["status"] == "ok"]
+    for _, grp in cells.groupby(["model", "fingerprint", "impl", "jpeg"], sort=False):
+        table = error_table(grp)
+        # each sample's clean prediction once: every cell holds the same samples
+        clean_rec = ok[ok["job"].isin(grp["key"])].drop_duplicates("sample_id")
+        clean = 1.0 - clean_rec["clean_correct"].mean() if len(clean_rec) else float("nan")
+        mean_err = CM.mean_error(table)  # over the 15 ImageNet-C corruptions, as the family reports it
+        first = grp.iloc[0]
+        rows.append({
+            **{k: first[k] for k in ["model", "family", "form", "precision", "dataset", "impl", "jpeg"]},
+            "cells": int(table.notna().to_numpy().sum()), "clean_error": 100.0 * clean,
+            "mce": 100.0 * CM.mce(table), "relative_mce": 100.0 * CM.relative_mce(table, clean),
+            "mean_corruption_error": 100.0 * mean_err, "corruption_accuracy": 100.0 * (1.0 - mean_err),
+            "keys": " ".join(sorted(grp["key"])),
+        })
+    out = pd.DataFrame(rows, columns=cols)
+    return out.sort_values(["mce", "mean_corruption_error"], kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- ImageNet-S
+
+
+def imagenet_s_cells(pj: pd.DataFrame) -> pd.DataFrame:
+    s = pj[pj["section"] == "imagenet-s"].copy()
+    s = _latest(s, ["label", "fingerprint", "decoder", "resize"])
+    return _finish(s, ID + ["fingerprint", "decoder", "resize", "n", "clean_top1", "top1", "flip_rate", "key"])
+
+
+def imagenet_s_leaderboard(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset): mean, std and worst top-1 over the decoder x resize cells, and the
+    mean flip rate (predictions that differ from the model's own reference pipeline)."""
+    cols = ["model", "family", "form", "precision", "dataset", "cells", "mean_top1", "std_top1", "worst_top1",
+            "worst_cell", "mean_flip_rate", "keys"]
+    if not len(cells):
+        return pd.DataFrame(columns=cols)
+    g = cells.groupby(["model", "fingerprint"], sort=False)
+    worst = cells.loc[g["top1"].idxmin()].set_index(["model", "fingerprint"])
+    out = g.agg(family=("family", "first"), form=("form", "first"), precision=("precision", "first"),
+                dataset=("dataset", "first"), cells=("key", "size"), mean_top1=("top1", "mean"),
+                std_top1=("top1", lambda s: float(s.std(ddof=0))), worst_top1=("top1", "min"),
+                mean_flip_rate=("flip_rate", "mean"), keys=("key", lambda s: " ".join(sorted(s))))
+    out["worst_cell"] = worst["decoder"].astype(str) + " / " + worst["resize"].astype(str)
+    return out.reset_index()[cols].sort_values("mean_top1", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def precision_leaderboard(pj: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Precision noise: `precision` jobs (the same model run at another numeric variant; records
+    compare with its fp32 predictions) and model forms (a quantized or binarized model on the
+    same samples as its fp form's clean job, matched by architecture): top-1, its change from
+    the reference, and the flip rate (% of samples whose prediction changes)."""
+    cols = ["model", "family", "form", "precision", "dataset", "variant", "reference", "n", "reference_top1",
+            "top1", "delta_top1", "flip_rate", "key"]
+    rows = []
+    p = pj[pj["section"] == "precision"]
+    for _, j in p.iterrows():  # one row per job, not per record
+        rows.append({"variant": j["variant"], "reference": j["label"] + " (fp32 predictions in the same job)",
+                     "reference_top1": j["clean_top1"], "top1": j["top1"], "flip_rate": j["flip_rate"],
+                     **{k: j[k] for k in ["label", "family_label", "form", "precision", "dataset_label", "n", "key"]}})
+    clean = pj[pj["section"] == "clean"]
+    low = clean[(clean["form"] != "fp") | (clean["precision"] != "fp32")]
+    ref = clean[(clean["form"] == "fp") & (clean["precision"] == "fp32")]
+    pairs = low.merge(ref, on=["arch", "fingerprint"], suffixes=("", "_ref"))
+    if len(pairs):
+        ok = records[records["status"] == "ok"]
+        a = ok[ok["job"].isin(pairs["key"])][["job", "sample_id", "pred"]]
+        b = ok[ok["job"].isin(pairs["key_ref"])][["job", "sample_id", "pred"]]
+        m = a.merge(pairs[["key", "key_ref"]], left_on="job", right_on="key").merge(
+            b, left_on=["key_ref", "sample_id"], right_on=["job", "sample_id"], suffixes=("", "_ref"))
+        flips = (m["pred"] != m["pred_ref"]).groupby(m["key"]).mean() * 100.0
+        for _, j in pairs.iterrows():
+            rows.append({"variant": model_variant(j), "reference": j["label_ref"], "reference_top1": j["top1_ref"],
+                         "top1": j["top1"], "flip_rate": flips.get(j["key"], np.nan),
+                         **{k: j[k] for k in ["label", "family_label", "form", "precision", "dataset_label", "n", "key"]}})
+    out = pd.DataFrame(rows)
+    if not len(out):
+        return pd.DataFrame(columns=cols)
+    out = out.rename(columns=_RENAME)
+    out["delta_top1"] = out["top1"] - out["reference_top1"]
+    return out[cols].sort_values(["model", "variant"], kind="stable").reset_index(drop=True)
+
+
+def model_variant(j) -> str:
+    return "/".join(v for v in (j["form"] if j["form"] != "fp" else "", j["precision"] if j["precision"] != "fp32" else "") if v)
+
+
+# --------------------------------------------------------------------------- other noises
+
+
+def other_leaderboard(pj: pd.DataFrame) -> pd.DataFrame:
+    o = pj[pj["section"] == "other"]
+    return _finish(o, ID + ["noise_label", "n", "clean_top1", "top1", "flip_rate", "key"], ["noise_label", "top1"], [True, False])
+
+
+# --------------------------------------------------------------------------- figures' data
+
+
+def robust_points(clean_lb, wcar, corr_lb, s_lb) -> pd.DataFrame:
+    """Clean vs robust accuracy, one point per (model, dataset, kind of robustness); the clean
+    accuracy is measured on the same samples as the robust one."""
+    parts = []
+    if len(wcar):
+        parts.append(wcar.assign(kind="adversarial " + wcar["budget"] + " (WCAR)", clean=wcar["clean_top1"],
+                                 robust=wcar["wcar"]))
+    if len(corr_lb):
+        parts.append(corr_lb.assign(kind="corruptions (100 - mean error)", clean=100.0 - corr_lb["clean_error"],
+                                    robust=corr_lb["corruption_accuracy"]))
+    if len(s_lb):
+        parts.append(s_lb.assign(kind="ImageNet-S (worst cell)", clean=np.nan, robust=s_lb["worst_top1"]))
+    cols = ["model", "family", "form", "dataset", "kind", "clean", "robust"]
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    pts = pd.concat([p[cols] for p in parts], ignore_index=True)
+    if len(clean_lb):  # ImageNet-S has no clean column of its own: its model's clean job
+        ref = clean_lb.groupby(["model", "dataset"])["top1"].first()
+        missing = pts["clean"].isna()
+        pts.loc[missing, "clean"] = [ref.get((m, d), np.nan) for m, d in zip(pts.loc[missing, "model"], pts.loc[missing, "dataset"])]
+    return pts.dropna(subset=["clean", "robust"]).reset_index(drop=True)
+
+
+def bit_curves(pj: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy vs weight bit width per architecture: clean top-1 and each robust measure, for
+    architectures present in at least two bit widths."""
+    meta = pj.drop_duplicates("label").set_index("label")[["arch", "bits"]]
+    clean = pj.loc[pj["section"] == "clean", ["label", "top1"]].rename(columns={"label": "model", "top1": "value"})
+    parts = [clean.assign(kind="clean top-1")[["model", "kind", "value"]]]
+    if len(points):
+        parts.append(points.rename(columns={"robust": "value"})[["model", "kind", "value"]])
+    df = pd.concat(parts, ignore_index=True)
+    df["arch"] = meta["arch"].reindex(df["model"]).to_numpy()
+    df["bits"] = meta["bits"].reindex(df["model"]).to_numpy()
+    df = df.groupby(["arch", "bits", "kind"], as_index=False)["value"].mean()
+    keep = df.groupby("arch")["bits"].transform("nunique") >= 2
+    return df[keep].sort_values(["arch", "kind", "bits"]).reset_index(drop=True)
+
+
+def provenance(pj: pd.DataFrame) -> pd.DataFrame:
+    """Where every number comes from: one row per job shown in the report."""
+    p = pj.assign(weights=pj["weights_sha256"].astype(str).str[:16],
+                  git=pj["git_commit"].astype(str).str[:10] + np.where(pj["git_dirty"] == True, "+dirty", ""))  # noqa: E712
+    cols = ["key", "label", "noise_label", "dataset_label", "n", "precision", "seed", "weights", "robustart", "torch",
+            "timm", "pillow", "git", "device", "finished"]
+    return _finish(p, cols, ["label", "noise_label"], True).rename(columns={"noise_label": "noise"})
+
+
+def build_tables(jobs: pd.DataFrame, records: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Every table of the report, by name (also the CSV / Parquet file names)."""
+    pj = per_job(jobs, records)
+    t: dict[str, pd.DataFrame] = {}
+    t["clean"] = clean_leaderboard(pj)
+    t["adversarial"] = adversarial_leaderboard(pj)
+    t["adversarial_by_budget"] = robust_by_budget(t["adversarial"])
+    t["wcar"] = wcar_table(pj, records)
+    t["corruption_cells"] = corruption_cells(pj)
+    t["corruption"] = corruption_leaderboard(t["corruption_cells"], records)
+    t["imagenet_s_cells"] = imagenet_s_cells(pj)
+    t["imagenet_s"] = imagenet_s_leaderboard(t["imagenet_s_cells"])
+    t["precision"] = precision_leaderboard(pj, records)
+    t["other"] = other_leaderboard(pj)
+    t["robust_points"] = robust_points(t["clean"], t["wcar"], t["corruption"], t["imagenet_s"])
+    t["bit_curves"] = bit_curves(pj, t["robust_points"])
+    t["provenance"] = provenance(pj)
+    t["jobs"] = pj
+    return t
