@@ -17,6 +17,7 @@ FAMILIES = [
     "robustart.noises.clean",
     "robustart.noises.adversarial",
     "robustart.noises.corruption",
+    "robustart.noises.system",
 ]
 
 

@@ -1,0 +1,49 @@
+"""The variant grid. The reference pipeline is the model's own eval transform: decoder `pil`,
+resizer `model` (Pillow with the model's interpolation), geometry `eval`.
+
+  sweep   one factor at a time: every decoder with the reference resizer, then every resizer
+          with the reference decoder (the default; about 25 jobs)
+  full    every decoder x every resizer
+"""
+
+from __future__ import annotations
+
+from robustart.imagenet_s import decoders as D
+from robustart.imagenet_s import resize as R
+
+REFERENCE = ("pil", "model")
+GRIDS = ("sweep", "full", "decoders", "resizers")
+
+# Pillow-SIMD's resizers add little over its bilinear/bicubic, which is what pipelines use.
+SWEEP_RESIZERS = [r for r in R.RESIZERS if not r.startswith("pil-simd-")] + ["pil-simd-bilinear", "pil-simd-bicubic"]
+
+
+def runnable_decoders() -> list[str]:
+    """Decoders that can run here (Pillow-SIMD once set up, nvJPEG with a GPU)."""
+    return [d for d in D.DECODERS if D.unavailable(d) is None]
+
+
+def runnable_resizers(names=None) -> list[str]:
+    simd = D.unavailable("pil-simd") is None
+    return [r for r in (names or SWEEP_RESIZERS) if simd or not r.startswith("pil-simd-")]
+
+
+def variants(grid: str = "sweep", decoders: list[str] | None = None, resizers: list[str] | None = None) -> list[tuple[str, str]]:
+    """(decoder, resizer) pairs of a grid, reference first, without repeats. Given lists are
+    taken as they are; the defaults are the backends that can run here."""
+    decs = decoders or runnable_decoders()
+    ress = resizers or runnable_resizers()
+    if grid == "full":
+        pairs = [REFERENCE] + [(d, r) for d in decs for r in ress]
+    else:
+        pairs = [REFERENCE]
+        if grid in ("sweep", "decoders"):
+            pairs += [(d, "model") for d in decs]
+        if grid in ("sweep", "resizers"):
+            pairs += [("pil", r) for r in ress]
+    seen, out = set(), []
+    for p in pairs:
+        if p not in seen:
+            seen.add(p)
+            out.append(p)
+    return out
