@@ -21,6 +21,8 @@ zoo_app = typer.Typer(help="The model zoo: list, inspect and download models.", 
 results_app = typer.Typer(help="The results store: list and show jobs.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(results_app, name="results")
+from robustart.imagenet_s.cli import app as imagenet_s_app
+app.add_typer(imagenet_s_app, name="imagenet-s")
 
 out = Console()
 err = Console(stderr=True)

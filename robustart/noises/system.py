@@ -105,7 +105,6 @@ def _parse_imagenet_s(args, kwargs, spec):
     if one and ({"grid", "decoders", "resizers"} & set(kw)):
         raise NoiseSpecError(f"noise spec {spec!r}: give decoder/resize for one variant, or grid/decoders/resizers "
                              "for a suite, not both.")
-    shards = None
     if "shards" in kw:
         from robustart.imagenet_s import build as B
 
@@ -113,19 +112,21 @@ def _parse_imagenet_s(args, kwargs, spec):
             manifest = B.read_manifest(kw["shards"])
         except RobustartError as e:
             raise NoiseSpecError(f"noise spec {spec!r}: {e}") from None
-        shards = {"fingerprint": manifest["fingerprint"], "dir": str(B.resolve_dir(kw["shards"]))}
-        built = [(v["decoder"], v["resize"]) for v in manifest["variants"].values() if v["geometry"] == geometry]
+        if "geometry" not in kw and not any(v["geometry"] == "eval" for v in manifest["variants"].values()):
+            geometry = next(iter(manifest["variants"].values()))["geometry"]  # a square-only build
+        where = str(B.resolve_dir(kw["shards"]))
+        fps = {(v["decoder"], v["resize"]): v["fingerprint"] for v in manifest["variants"].values()
+               if v["geometry"] == geometry}
+        built = list(fps)
         if not built:
             raise NoiseSpecError(f"noise spec {spec!r}: {kw['shards']} holds no variant with geometry {geometry!r}.")
-        if "geometry" not in kw and not any(v["geometry"] == "eval" for v in manifest["variants"].values()):
-            geometry = next(iter(manifest["variants"].values()))["geometry"]
         if one:
             d, r = str(kw.get("decoder", "pil")), str(kw.get("resize", "model"))
             if (d, r) not in built:
                 raise NoiseSpecError(f"noise spec {spec!r}: variant {d}/{r} is not in {kw['shards']}; it holds "
                                      f"{', '.join(f'{a}/{b}' for a, b in built)}.")
-            return _imagenet_s_config(d, r, geometry, shards)
-        return [_imagenet_s_config(d, r, geometry, shards) for d, r in built]
+            return _imagenet_s_config(d, r, geometry, {"fingerprint": fps[d, r], "dir": where})
+        return [_imagenet_s_config(d, r, geometry, {"fingerprint": fps[d, r], "dir": where}) for d, r in built]
     if one:
         d, r = str(kw.get("decoder", "pil")), str(kw.get("resize", "model"))
         _check_backends([d], [r], spec)
