@@ -20,7 +20,7 @@ table.tbl th, table.tbl td { border: 1px solid #ddd; padding: 3px 7px; text-alig
 table.tbl th { background: #f3f3f3; }
 table.tbl td:first-child, table.tbl th:first-child { text-align: left; }
 table.tbl tr:nth-child(even) td { background: #fafafa; }
-img.fig { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+img.fig { max-width: 100%; height: auto; border: 1px solid #eee; margin: 0.5em 0; }
 .empty { background: #fff8e1; border-left: 4px solid #f0b400; padding: 0.5em 1em; }
 .note { color: #555; font-size: 0.9em; }
 code { background: #f3f3f3; padding: 0 3px; }
@@ -63,7 +63,10 @@ def md_table(df: pd.DataFrame) -> str:
 
 def img_tag(png: bytes, alt: str) -> str:
     b64 = base64.b64encode(png).decode("ascii")
-    return f'<img class="fig" alt="{html.escape(alt)}" src="data:image/png;base64,{b64}">'
+    # drawn at 150 dpi: shown at 100 px per inch, so text in figures matches the page's
+    w, h = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    size = f' width="{round(w / 1.5)}" height="{round(h / 1.5)}"' if png[12:16] == b"IHDR" else ""
+    return f'<img class="fig" alt="{html.escape(alt)}"{size} src="data:image/png;base64,{b64}">'
 
 
 class Section:

@@ -67,6 +67,8 @@ def clean_reference(pj: pd.DataFrame) -> pd.DataFrame:
 def _budget_group(adv: pd.DataFrame) -> pd.Series:
     """The attacks that make one WCAR: a named budget (small/mid/large) spans norms, as in the
     suite; attacks run without one are grouped by their exact norm and eps."""
+    if not len(adv):
+        return pd.Series([], index=adv.index, dtype=object)
     eps = adv["eps"].astype(float)
     plain = np.where(adv["norm"] == "linf", (eps * 255).map(lambda e: f"linf {e:.3g}/255"),
                      adv["norm"].astype(str) + " " + eps.map(lambda e: f"{e:.3g}"))
