@@ -44,6 +44,7 @@ class Worker:
         self.proc = subprocess.Popen([sys.executable, "-s", str(script)], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
         self.pid = os.getpid()
+        self.path = path
         self.lock = threading.Lock()
         ok, version, file = self.call("hello")
         if not str(file).startswith(str(path)):
@@ -84,10 +85,12 @@ _WORKER: Worker | None = None
 def worker() -> Worker:
     """This process's worker (a forked child starts its own instead of sharing its parent's)."""
     global _WORKER
-    if _WORKER is None or _WORKER.pid != os.getpid() or _WORKER.proc.poll() is not None:
-        path = target_dir()
+    path = target_dir()
+    if _WORKER is None or _WORKER.pid != os.getpid() or _WORKER.proc.poll() is not None or _WORKER.path != path:
         if not installed(path):
             raise DecoderError(f"Pillow-SIMD is not set up in {path}: {SETUP_HINT}.")
+        if _WORKER is not None and _WORKER.pid == os.getpid():
+            _WORKER.close()
         _WORKER = Worker(path)
     return _WORKER
 
