@@ -101,6 +101,8 @@ def eval_cmd(
         return
     first = res.jobs[0].to_json()
     t = Table(title=f"robustart eval — {first['model']} · {noise} · {first['dataset']}", title_justify="left")
+    if len(res.jobs) > 24:  # a big suite (imagenet-c: 75 cells) reads better as its suite tables
+        t.caption = f"{len(res.jobs)} jobs: the first and last 3 shown; all in `--json` and `robustart results list`"
     metrics = [j.metrics for j in res.jobs]
     adversarial = any("ar" in m for m in metrics)
     keys = ("clean_top1", "top1", "ar", "asr", "mean_pert_norm") if adversarial else \
@@ -110,22 +112,25 @@ def eval_cmd(
     t.add_column("noise", no_wrap=True)
     for c in ["n"] + (["failed"] if any_failed else []) + [title for _, title in cols]:
         t.add_column(c, justify="right", no_wrap=True)
-    for j, m in zip(res.jobs, metrics):
+    shown = list(zip(res.jobs, metrics))
+    if len(shown) > 24:
+        shown = shown[:3] + shown[-3:]
+    for j, m in shown:
         t.add_row(_noise_label(j.meta["config"]["noise"]), str(m["n"]),
                   *([str(m["n_failed"])] if any_failed else []),
                   *[(f"{m[k]:.3g}" if k == "mean_pert_norm" and not math.isnan(m[k]) else _fmt(m.get(k, float("nan"))))
                     for k, _ in cols])
     out.print(t)
-    if res.metrics:
-        s = Table(title="suite", title_justify="left", show_header=False)
-        s.add_column("metric", style="bold")
-        s.add_column("value", justify="right")
-        for k, v in res.metrics.items():
-            s.add_row(k, _fmt(v))
-        out.print(s)
-    for j in res.jobs:
+    _print_suite_metrics(res.metrics)
+    if len(res.jobs) == 1:
+        j = res.jobs[0]
         how = "reused the finished job (--force recomputes)" if j.reused else "stored"
         out.print(f"job [bold]{j.key}[/] {how} in {j.store.root}", highlight=False, soft_wrap=True)
+    else:
+        reused = sum(j.reused for j in res.jobs)
+        out.print(f"{len(res.jobs)} jobs ({len(res.jobs) - reused} run, {reused} reused; --force recomputes) in "
+                  f"{res.jobs[0].store.root}; keys: `robustart results list`", highlight=False, soft_wrap=True)
+    for j in res.jobs:
         for w in j.meta.get("checks", {}).get("warnings", []):
             err.print(f"[yellow]warning:[/] {j.key}: {w}", highlight=False, soft_wrap=True)
         m = j.metrics
@@ -138,6 +143,41 @@ def eval_cmd(
     failed = failed[failed["status"] != "ok"]
     for _, r in failed.head(5).iterrows():
         err.print(f"[yellow]failed:[/] {r['sample_id']}: {r['error']}", highlight=False, soft_wrap=True)
+
+
+def _print_suite_metrics(metrics: dict) -> None:
+    """Scalars in one table; a metric that is a table (e.g. corruption x severity errors) as its
+    own table, a mapping (e.g. CE per corruption) as a column of its own."""
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    if scalars:
+        s = Table(title="suite", title_justify="left", show_header=False)
+        s.add_column("metric", style="bold")
+        s.add_column("value", justify="right")
+        for k, v in scalars.items():
+            s.add_row(k, _fmt(v))
+        out.print(s)
+    tables = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    flat = {k: v for k, v in tables.items() if not any(isinstance(x, dict) for x in v.values())}
+    for k, v in tables.items():
+        if k in flat:
+            continue
+        cols = list(dict.fromkeys(c for row in v.values() for c in row))
+        t = Table(title=k, title_justify="left")
+        t.add_column("", style="bold", no_wrap=True)
+        for c in cols:
+            t.add_column(str(c), justify="right")
+        for r, row in v.items():
+            t.add_row(str(r), *[_fmt(row.get(c, float("nan"))) for c in cols])
+        out.print(t)
+    if flat:
+        rows = list(dict.fromkeys(r for v in flat.values() for r in v))
+        t = Table(title=", ".join(flat), title_justify="left")
+        t.add_column("", style="bold", no_wrap=True)
+        for k in flat:
+            t.add_column(k, justify="right")
+        for r in rows:
+            t.add_row(str(r), *[_fmt(flat[k].get(r, float("nan"))) for k in flat])
+        out.print(t)
 
 
 @app.command("noises", rich_help_panel="Evaluate")
