@@ -218,6 +218,15 @@ def test_cli_filters_by_model_and_noise(store, tmp_path):
     assert "No results." in adv
     assert len(pd.read_csv(tmp_path / "b" / "tables" / "corruption_cells.csv")) == 3
 
+    # no clean job selected: clean top-1 comes from the clean pass the attack jobs recorded
+    r = CliRunner().invoke(app, ["report", "--store", str(store.root), "--out", str(tmp_path / "c"),
+                                 "--noises", "pgd", "--json"])
+    assert r.exit_code == 0, r.output
+    clean = pd.read_csv(json.loads(r.stdout)["files"]["clean.csv"])
+    pgd = _jobs(store)[("efficientnet_lite0", "pgd linf 1/255")]
+    assert list(clean["source"]) == ["clean pass of noise jobs"] and clean["key"][0] == pgd
+    assert _close(clean["top1"][0], M.clean_top1(store.read_records(pgd)))
+
 
 def test_cli_compare_two_models(store, tmp_path):
     r = CliRunner().invoke(app, ["report", "--store", str(store.root), "--out", str(tmp_path),
@@ -245,13 +254,12 @@ def test_cli_empty_store_says_how_to_make_results(tmp_path):
     assert not (tmp_path / "o" / "report.html").exists()
 
 
-# --------------------------------------------------------------------------- sections to come
+# --------------------------------------------------------------------------- system noise, forms
 
 
 def _fake_job(store: ResultsStore, src_key: str, key: str, model: dict | None = None, noise: dict | None = None):
-    """A job of a kind the engine cannot run yet (ImageNet-S cell, precision variant, quantized
-    form), made of a real job's records under a new config, so the report's drawing code for
-    those sections runs on real records."""
+    """A job of a kind the zoo cannot make yet (a quantized form), made of a real job's records
+    under a new config, so the report's code for forms runs on real records."""
     meta = json.loads(store.meta_path(src_key).read_text())
     if model:
         meta["config"]["model"].update(model)
@@ -264,37 +272,45 @@ def _fake_job(store: ResultsStore, src_key: str, key: str, model: dict | None = 
         shutil.copy(p, store.records_dir(key) / p.name)
 
 
-def test_imagenet_s_precision_and_bit_width_sections_draw_when_jobs_appear(store, tmp_path):
+def test_imagenet_s_precision_and_bit_width_sections(store, imagenet_sample, tmp_path, monkeypatch):
+    """Real ImageNet-S cells and a precision variant on the same 8 images, plus a stand-in w8a8
+    form: the sections fill, their numbers equal the system-noise family's summary."""
+    import robustart
+    from robustart.engine.evaluate import JobResult
+    from robustart.noises.system import summarize
     from robustart.reports import build_report
 
     st = ResultsStore(tmp_path / "store")
     shutil.copytree(store.root, st.root)
+    suite = robustart.evaluate_suite(
+        "efficientnet_lite0", imagenet_sample, limit=4, store=st, progress=False, workers=0, batch_size=4,
+        noise=["imagenet-s:decoder=opencv,resize=opencv-linear", "imagenet-s:decoder=pil,resize=pil-bilinear",
+               "precision:bf16"])
     jobs = _jobs(st)
-    sources = [jobs[("efficientnet_lite0", n)] for n in ("clean", "corruption brightness 3", "pgd linf 1/255", "corruption contrast 2")]
-    cells = [("pil", "pil-bilinear"), ("pil", "opencv-bilinear"), ("opencv", "pil-bilinear"), ("opencv", "opencv-bilinear")]
-    for i, ((dec, res), src) in enumerate(zip(cells, sources)):
-        _fake_job(st, src, f"s{i:015d}", noise={"name": "imagenet-s", "decoder": dec, "resize": res})
-    _fake_job(st, jobs[("efficientnet_lite0", "corruption brightness 3")], "p" + "0" * 15,
-              noise={"name": "precision", "variant": "int8"})
-    # lite1's clean records as a "w8a8 form" of lite0: same arch, same samples
     lite0_arch = st.read_meta(jobs[("efficientnet_lite0", "clean")])["config"]["model"]["arch"]
+    # lite1's clean records as a "w8a8 form" of lite0: same arch, same samples
     _fake_job(st, jobs[("efficientnet_lite1", "clean")], "q" + "0" * 15,
               model={"name": "efficientnet_lite0", "arch": lite0_arch, "form": "w8a8"})
 
     rep = build_report(st, tmp_path / "out")
+    fam = summarize([JobResult(j.key, st, st.read_meta(j.key)) for j in suite.jobs])
     s = rep.tables["imagenet_s"].iloc[0]
-    tops = [M.top1(st.read_records(k)) for k in sources]
-    assert s["cells"] == 4 and _close(s["worst_top1"], min(tops)) and _close(s["mean_top1"], np.mean(tops))
-    assert _close(s["std_top1"], np.std(tops))
+    assert s["cells"] == 2 and s["geometry"] == "eval"
+    for ours, theirs in [("reference_top1", "imagenet_s_reference_top1"), ("mean_top1", "imagenet_s_mean_top1"),
+                         ("std_top1", "imagenet_s_std_top1"), ("worst_top1", "imagenet_s_worst_top1"),
+                         ("range_top1", "imagenet_s_range_top1"), ("any_flip", "imagenet_s_any_flip")]:
+        assert _close(s[ours], fam[theirs]), ours
+    cells = rep.tables["imagenet_s_cells"].set_index("cell")
+    for cell, v in fam["imagenet_s_flip_rate"].items():
+        assert _close(cells.loc[cell, "flip_rate"], v)
     prec = rep.tables["precision"].set_index("variant")
-    bright = st.read_records(jobs[("efficientnet_lite0", "corruption brightness 3")])
-    assert _close(prec.loc["int8", "flip_rate"], 100.0 * (bright["pred"] != bright["clean_pred"]).mean())
+    assert _close(prec.loc["bf16", "top1"], fam["precision_top1"]["bf16"])
+    assert _close(prec.loc["bf16", "flip_rate"], fam["precision_flip_rate"]["bf16"])
     a = st.read_records(jobs[("efficientnet_lite1", "clean")])
     b = st.read_records(jobs[("efficientnet_lite0", "clean")])
     assert prec.loc["w8a8", "model"] == "efficientnet_lite0@w8a8"
     assert _close(prec.loc["w8a8", "flip_rate"], 100.0 * (a["pred"].to_numpy() != b["pred"].to_numpy()).mean())
-    curves = rep.tables["bit_curves"]
-    assert set(curves["bits"]) == {8.0, 32.0}
+    assert set(rep.tables["bit_curves"]["bits"]) == {8.0, 32.0}
     assert {"imagenet_s_heatmap", "bit_curves"} <= set(rep.figures)
     html = rep.files["report.html"].read_text()
     for sid in ("imagenet-s", "precision", "bits"):

@@ -45,16 +45,17 @@ def scatter_clean_vs_robust(points: pd.DataFrame) -> bytes | None:
     if not len(points):
         return None
     plt, sns = _setup()
-    df = points.assign(form_kind=points["form"].map(_form_kind))
+    df = points.assign(form=points["form"].map(_form_kind))  # the legend's marker groups: FP / quantized / binarized
     kinds = list(dict.fromkeys(df["kind"]))
     ncol = min(3, len(kinds))
     nrow = math.ceil(len(kinds) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.2 * nrow), squeeze=False)
-    hue_order = [f for f in FAMILY_ORDER if f in set(df["family"])] + sorted(set(df["family"]) - set(FAMILY_ORDER))
-    style_order = [s for s in ("FP", "quantized", "binarized") if s in set(df["form_kind"])]
+    fams = set(df["family"])
+    hue_order = [f for f in FAMILY_ORDER if f in fams] + sorted(fams - set(FAMILY_ORDER))
+    style_order = [s for s in ("FP", "quantized", "binarized") if s in set(df["form"])]
     for ax, kind in zip(axes.flat, kinds):
         sub = df[df["kind"] == kind]
-        sns.scatterplot(data=sub, x="clean", y="robust", hue="family", hue_order=hue_order, style="form_kind",
+        sns.scatterplot(data=sub, x="clean", y="robust", hue="family", hue_order=hue_order, style="form",
                         style_order=style_order, s=90, ax=ax, legend=kind == kinds[-1])
         lo = min(sub["clean"].min(), sub["robust"].min())
         ax.plot([0, 100], [0, 100], ls=":", c="grey", lw=1)  # robust = clean
@@ -91,6 +92,7 @@ def _heatmaps(tables: list[tuple[str, pd.DataFrame]], cbar_label: str, cmap: str
         sns.heatmap(t, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, linewidths=0.5, ax=ax,
                     cbar_kws={"label": cbar_label}, annot_kws={"fontsize": 8})
         ax.grid(False)
+        ax.tick_params(axis="y", labelrotation=0)
         ax.set_facecolor("#eeeeee")  # cells not run show as grey, not as a colour of the scale
         ax.set_title(title, fontsize=10)
     for ax in list(axes.flat)[len(tables):]:
@@ -115,9 +117,9 @@ def corruption_heatmaps(cells: pd.DataFrame) -> bytes | None:
 def imagenet_s_heatmaps(cells: pd.DataFrame) -> bytes | None:
     """Top-1 (%) per decoder x resize backend, one panel per model and dataset."""
     tables = []
-    for (model, dataset), grp in cells.groupby(["model", "dataset"], sort=False):
+    for (model, dataset, geometry), grp in cells.groupby(["model", "dataset", "geometry"], sort=False):
         t = grp.pivot_table(index="decoder", columns="resize", values="top1", aggfunc="first")
-        tables.append((f"{model} — {dataset}", t))
+        tables.append((f"{model} — {dataset}" + ("" if geometry == "eval" else f" [{geometry}]"), t))
     if not tables:
         return None
     lo = min(float(t.min().min()) for _, t in tables)

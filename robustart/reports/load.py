@@ -27,8 +27,8 @@ RECORD_COLUMNS = ("sample_id", "label", "pred", "correct", "status", "clean_pred
 JOB_COLUMNS = [
     "key", "status", "model", "label", "arch", "family", "family_label", "form", "precision", "bits",
     "dataset", "dataset_label", "dataset_n", "fingerprint", "noise", "section", "noise_label",
-    "norm", "eps", "budget", "corruption", "severity", "impl", "jpeg", "decoder", "resize", "variant",
-    "seed", "weights_sha256", "robustart", "torch", "timm", "pillow", "versions", "git_commit",
+    "norm", "eps", "budget", "corruption", "severity", "impl", "jpeg", "decoder", "resize", "geometry",
+    "variant", "seed", "weights_sha256", "robustart", "torch", "timm", "pillow", "versions", "git_commit",
     "git_dirty", "device", "started", "finished", "noise_config",
 ]
 
@@ -68,6 +68,8 @@ def noise_label(cfg: dict) -> str:
     if "eps" in cfg and cfg["eps"] is not None:
         e = float(cfg["eps"])
         parts.append(f"{e * 255:.3g}/255" if cfg.get("norm") == "linf" else f"{e:.3g}")
+    if name == "imagenet-s" and cfg.get("geometry", "eval") != "eval":
+        parts.append(str(cfg["geometry"]))
     if cfg.get("budget"):
         parts.append(f"({cfg['budget']})")
     if name == "corruption" and (cfg.get("impl", "torch") != "torch" or cfg.get("jpeg")):
@@ -93,7 +95,11 @@ def _job_row(key: str, meta: dict) -> dict:
         "noise_label": noise_label(noise), "norm": noise.get("norm"), "eps": noise.get("eps"),
         "budget": noise.get("budget"), "corruption": noise.get("corruption"), "severity": noise.get("severity"),
         "impl": noise.get("impl"), "jpeg": noise.get("jpeg"), "decoder": noise.get("decoder"),
-        "resize": noise.get("resize"), "variant": noise.get("variant"), "seed": cfg.get("seed"),
+        "resize": noise.get("resize"),
+        # ImageNet-S: the image geometry, and "+shards" when the variants were read from a build
+        "geometry": (noise.get("geometry") or "eval") + ("+shards" if noise.get("shards") else "")
+        if noise.get("name") == "imagenet-s" else None,
+        "variant": noise.get("variant"), "seed": cfg.get("seed"),
         "weights_sha256": cfg.get("weights_sha256"), "robustart": cfg.get("robustart") or versions.get("robustart"),
         "torch": versions.get("torch"), "timm": versions.get("timm"), "pillow": versions.get("pillow"),
         "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),

@@ -45,7 +45,15 @@ def _display(df: pd.DataFrame) -> pd.DataFrame:
                     for e, n in zip(d["eps"], d["norm"])]
     for c in d.columns:
         d[c] = [fmt_value(v) for v in d[c]]
+    for c in ("key", "keys"):  # a long list of job keys: the CSV and the provenance table have them all
+        if c in d.columns:
+            d[c] = [_short_keys(v) for v in d[c]]
     return d
+
+
+def _short_keys(v: str) -> str:
+    keys = str(v).split()
+    return v if len(keys) <= 3 else f"{' '.join(keys[:2])} … (+{len(keys) - 2} jobs)"
 
 
 def html_table(df: pd.DataFrame) -> str:

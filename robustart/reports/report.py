@@ -167,12 +167,16 @@ def _header(data: L.StoreData, t, models, noises) -> str:
         filt.append(f"noises: {', '.join(noises)}")
     return (
         f'<p class="meta">Generated {now} by robustart {robustart.__version__} from the store '
-        f"<code>{html.escape(str(data.root))}</code>: {len(shown)} complete jobs shown"
+        f"<code>{html.escape(str(data.root))}</code>: {_n(len(shown), 'complete job')} shown"
         f"{' (' + html.escape('; '.join(filt)) + ')' if filt else ''}, {len(data.all_jobs)} in the store"
         f"{f', {not_done} not complete and left out' if not_done else ''}; "
-        f"{shown['label'].nunique()} models, {shown['dataset_label'].nunique()} datasets, "
-        f"{int(shown['n'].sum())} records. Every number is computed from per-sample records.</p>"
+        f"{_n(shown['label'].nunique(), 'model')}, {_n(shown['dataset_label'].nunique(), 'dataset')}, "
+        f"{_n(int(shown['n'].sum()), 'record')}. Every number is computed from per-sample records.</p>"
     )
+
+
+def _n(k: int, noun: str) -> str:
+    return f"{k} {noun}{'' if k == 1 else 's'}"
 
 
 def build_report(store: str | Path | ResultsStore | None = None, out: str | Path = "robustart-report",

@@ -50,9 +50,27 @@ def _finish(df: pd.DataFrame, cols: list[str], sort: list[str] | None = None, as
 # --------------------------------------------------------------------------- clean
 
 
-def clean_leaderboard(pj: pd.DataFrame) -> pd.DataFrame:
-    c = pj[pj["section"] == "clean"]
-    return _finish(c, ID + ["n", "n_failed", "top1", "key"], ["top1"])
+def clean_leaderboard(pj: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Clean top-1 per model and dataset: from its clean job; where there is none, from the clean
+    pass that every noise job records beside its noisy one (`clean_correct`, each sample once)."""
+    c = pj[pj["section"] == "clean"].assign(source="clean job")
+    have = set(zip(c["label"], c["fingerprint"]))
+    missing = np.array([(a, b) not in have for a, b in zip(pj["label"], pj["fingerprint"])], dtype=bool)
+    o = pj[(pj["section"] != "clean").to_numpy() & missing].copy()
+    parts = [c]
+    if len(o):
+        o["group"] = o.groupby(["label", "fingerprint"], sort=False).ngroup()
+        r = records[records["status"] == "ok"].merge(o[["key", "group"]], left_on="job", right_on="key")
+        r = r.drop_duplicates(["group", "sample_id"])
+        g = r.groupby("group")
+        first = o.groupby("group").agg(**{k: (k, "first") for k in ID + ["fingerprint"]},
+                                       key=("key", lambda s: " ".join(sorted(s))))
+        first["n"] = g.size()
+        first["n_failed"] = np.nan
+        first["top1"] = 100.0 * g["clean_correct"].mean()
+        parts.append(first.assign(source="clean pass of noise jobs"))
+    both = pd.concat(parts, ignore_index=True) if len(o) else c
+    return _finish(both, ID + ["n", "n_failed", "top1", "source", "key"], ["top1"])
 
 
 def clean_reference(pj: pd.DataFrame) -> pd.DataFrame:
@@ -111,7 +129,9 @@ def robust_by_budget(adv: pd.DataFrame) -> pd.DataFrame:
     """Wide view: robust top-1 per model (rows) and attack x budget (columns)."""
     if not len(adv):
         return adv
-    w = adv.assign(col=adv["attack"] + " " + adv["norm"].astype(str) + " | " + adv["budget"])
+    # a named budget spans norms, so its columns name the norm; an eps budget already does
+    named = adv["budget"].str.startswith("budget ")
+    w = adv.assign(col=adv["attack"] + np.where(named, " " + adv["norm"].astype(str), "") + " @ " + adv["budget"])
     wide = w.pivot_table(index=["model", "dataset"], columns="col", values="robust_top1", aggfunc="mean")
     wide.columns.name = None
     return wide.reset_index()
@@ -174,24 +194,39 @@ def corruption_leaderboard(cells: pd.DataFrame, records: pd.DataFrame) -> pd.Dat
 
 def imagenet_s_cells(pj: pd.DataFrame) -> pd.DataFrame:
     s = pj[pj["section"] == "imagenet-s"].copy()
-    s = _latest(s, ["label", "fingerprint", "decoder", "resize"])
-    return _finish(s, ID + ["fingerprint", "decoder", "resize", "n", "clean_top1", "top1", "flip_rate", "key"])
+    s = _latest(s, ["label", "fingerprint", "geometry", "decoder", "resize"])
+    s["cell"] = s["decoder"].astype(str) + "/" + s["resize"].astype(str)
+    return _finish(s, ID + ["fingerprint", "geometry", "decoder", "resize", "cell", "n", "clean_top1", "top1",
+                            "flip_rate", "key"])
 
 
-def imagenet_s_leaderboard(cells: pd.DataFrame) -> pd.DataFrame:
-    """Per (model, dataset): mean, std and worst top-1 over the decoder x resize cells, and the
-    mean flip rate (predictions that differ from the model's own reference pipeline)."""
-    cols = ["model", "family", "form", "precision", "dataset", "cells", "mean_top1", "std_top1", "worst_top1",
-            "worst_cell", "mean_flip_rate", "keys"]
+def imagenet_s_leaderboard(cells: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, dataset, geometry), over the decoder x resize cells (as the system noise
+    family's summary): top-1 of the reference pipeline (the clean pass), mean, std (sample),
+    worst and range of the cells' top-1, the mean flip rate against the reference, and any_flip:
+    % of samples whose prediction changes under at least one cell."""
+    cols = ["model", "family", "form", "precision", "dataset", "geometry", "cells", "reference_top1", "mean_top1",
+            "std_top1", "worst_top1", "worst_cell", "range_top1", "mean_flip_rate", "any_flip", "keys"]
     if not len(cells):
         return pd.DataFrame(columns=cols)
-    g = cells.groupby(["model", "fingerprint"], sort=False)
-    worst = cells.loc[g["top1"].idxmin()].set_index(["model", "fingerprint"])
+    by = ["model", "fingerprint", "geometry"]
+    g = cells.groupby(by, sort=False)
+    worst = cells.loc[g["top1"].idxmin()].set_index(by)
     out = g.agg(family=("family", "first"), form=("form", "first"), precision=("precision", "first"),
-                dataset=("dataset", "first"), cells=("key", "size"), mean_top1=("top1", "mean"),
-                std_top1=("top1", lambda s: float(s.std(ddof=0))), worst_top1=("top1", "min"),
-                mean_flip_rate=("flip_rate", "mean"), keys=("key", lambda s: " ".join(sorted(s))))
-    out["worst_cell"] = worst["decoder"].astype(str) + " / " + worst["resize"].astype(str)
+                dataset=("dataset", "first"), cells=("key", "size"), reference_top1=("clean_top1", "first"),
+                mean_top1=("top1", "mean"), std_top1=("top1", lambda s: float(s.std(ddof=1)) if len(s) > 1 else 0.0),
+                worst_top1=("top1", "min"), max_top1=("top1", "max"), mean_flip_rate=("flip_rate", "mean"),
+                keys=("key", lambda s: " ".join(sorted(s))))
+    out["range_top1"] = out["max_top1"] - out["worst_top1"]
+    out["worst_cell"] = worst["cell"]
+    # any_flip: samples ok in every cell of the group, flipped in at least one
+    ok = records[records["status"] == "ok"]
+    grp = cells[by + ["key"]].assign(group=g.ngroup().to_numpy())
+    r = ok.merge(grp[["key", "group"]], left_on="job", right_on="key")
+    per = (r["pred"] != r["clean_pred"]).groupby([r["group"], r["sample_id"]]).agg(["size", "any"]).reset_index()
+    per = per[per["size"].to_numpy() == g.size().to_numpy()[per["group"].to_numpy()]]
+    anyflip = 100.0 * per.groupby("group")["any"].mean()
+    out["any_flip"] = anyflip.reindex(range(len(out))).to_numpy()
     return out.reset_index()[cols].sort_values("mean_top1", ascending=False, kind="stable").reset_index(drop=True)
 
 
@@ -208,7 +243,7 @@ def precision_leaderboard(pj: pd.DataFrame, records: pd.DataFrame) -> pd.DataFra
     rows = []
     p = pj[pj["section"] == "precision"]
     for _, j in p.iterrows():  # one row per job, not per record
-        rows.append({"variant": j["variant"], "reference": j["label"] + " (fp32 predictions in the same job)",
+        rows.append({"variant": j["variant"], "reference": "fp32 (same job)",
                      "reference_top1": j["clean_top1"], "top1": j["top1"], "flip_rate": j["flip_rate"],
                      **{k: j[k] for k in ["label", "family_label", "form", "precision", "dataset_label", "n", "key"]}})
     clean = pj[pj["section"] == "clean"]
@@ -283,9 +318,9 @@ def bit_curves(pj: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     df = pd.concat(parts, ignore_index=True)
     df["arch"] = meta["arch"].reindex(df["model"]).to_numpy()
     df["bits"] = meta["bits"].reindex(df["model"]).to_numpy()
-    df = df.groupby(["arch", "bits", "kind"], as_index=False)["value"].mean()
-    keep = df.groupby("arch")["bits"].transform("nunique") >= 2
-    return df[keep].sort_values(["arch", "kind", "bits"]).reset_index(drop=True)
+    df = df.groupby(["arch", "bits", "kind"], as_index=False, sort=False)["value"].mean()
+    keep = df.groupby(["arch", "kind"])["bits"].transform("nunique") >= 2  # a curve needs two widths
+    return df[keep].sort_values(["arch", "bits"], kind="stable").reset_index(drop=True)
 
 
 def provenance(pj: pd.DataFrame) -> pd.DataFrame:
@@ -301,14 +336,14 @@ def build_tables(jobs: pd.DataFrame, records: pd.DataFrame) -> dict[str, pd.Data
     """Every table of the report, by name (also the CSV / Parquet file names)."""
     pj = per_job(jobs, records)
     t: dict[str, pd.DataFrame] = {}
-    t["clean"] = clean_leaderboard(pj)
+    t["clean"] = clean_leaderboard(pj, records)
     t["adversarial"] = adversarial_leaderboard(pj)
     t["adversarial_by_budget"] = robust_by_budget(t["adversarial"])
     t["wcar"] = wcar_table(pj, records)
     t["corruption_cells"] = corruption_cells(pj)
     t["corruption"] = corruption_leaderboard(t["corruption_cells"], records)
     t["imagenet_s_cells"] = imagenet_s_cells(pj)
-    t["imagenet_s"] = imagenet_s_leaderboard(t["imagenet_s_cells"])
+    t["imagenet_s"] = imagenet_s_leaderboard(t["imagenet_s_cells"], records)
     t["precision"] = precision_leaderboard(pj, records)
     t["other"] = other_leaderboard(pj)
     t["robust_points"] = robust_points(t["clean"], t["wcar"], t["corruption"], t["imagenet_s"])
