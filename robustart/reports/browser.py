@@ -206,7 +206,9 @@ def check_page(path: str | Path, screenshot: str | Path | None = None, width: in
                 height = int(min(max(h, 1), max_height))
                 cdp.send("Emulation.setDeviceMetricsOverride",
                          {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=sid)
-                shot = cdp.send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
+                shot = cdp.send("Page.captureScreenshot",
+                                {"format": "png", "captureBeyondViewport": True,
+                                 "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}},
                                 session=sid, timeout=timeout)
                 import base64
 

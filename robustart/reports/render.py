@@ -29,7 +29,7 @@ nav ul { columns: 2; }
 
 
 def fmt_value(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return "—"
     if isinstance(v, float):
         return f"{v:.2f}"
@@ -91,7 +91,8 @@ class Section:
 
     def table(self, df: pd.DataFrame, caption: str, *, md: bool = True, folded: bool = False) -> None:
         if df is not None and len(df):
-            self.parts.append(("table", (df, md, folded), caption))
+            # a long table (the provenance of a big store) folds, so the leaderboards stay in view
+            self.parts.append(("table", (df, md, folded or len(df) > 100), caption))
 
     def note(self, text: str) -> None:
         self.parts.append(("note", text, ""))

@@ -211,6 +211,8 @@ def build_report(store: str | Path | ResultsStore | None = None, out: str | Path
         df.to_csv(files[f"{name}.csv"], index=False)
         files[f"{name}.parquet"] = out / "tables" / f"{name}.parquet"
         _to_parquet(df, files[f"{name}.parquet"])
+    for name in _FIG_CAPTIONS.keys() - figs.keys():  # a figure of an earlier report here, now without data
+        (out / "figures" / f"{name}.png").unlink(missing_ok=True)
     fig_files = {}
     for name, png in figs.items():
         p = out / "figures" / f"{name}.png"

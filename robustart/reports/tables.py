@@ -70,6 +70,7 @@ def clean_leaderboard(pj: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
         first["top1"] = 100.0 * g["clean_correct"].mean()
         parts.append(first.assign(source="clean pass of noise jobs"))
     both = pd.concat(parts, ignore_index=True) if len(o) else c
+    both["n_failed"] = both["n_failed"].astype("Int64")  # unknown for the clean pass of noise jobs
     return _finish(both, ID + ["n", "n_failed", "top1", "source", "key"], ["top1"])
 
 
@@ -325,7 +326,7 @@ def bit_curves(pj: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
 
 def provenance(pj: pd.DataFrame) -> pd.DataFrame:
     """Where every number comes from: one row per job shown in the report."""
-    p = pj.assign(weights=pj["weights_sha256"].astype(str).str[:16],
+    p = pj.assign(weights=pj["weights_sha256"].astype(str).str[:16], seed=pj["seed"].astype("Int64"),
                   git=pj["git_commit"].astype(str).str[:10] + np.where(pj["git_dirty"] == True, "+dirty", ""))  # noqa: E712
     cols = ["key", "label", "noise_label", "dataset_label", "n", "precision", "seed", "weights", "robustart", "torch",
             "timm", "pillow", "git", "device", "finished"]
