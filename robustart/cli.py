@@ -376,8 +376,8 @@ def results_show(
 def report(
     store: StoreOpt = None,
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.html, summary.md, figures/ and tables/ (CSV + Parquet).")] = Path("robustart-report"),
-    models: Annotated[Optional[list[str]], typer.Option("--models", help="Only these models (zoo name or name@form; repeat or comma-separate).")] = None,
-    noises: Annotated[Optional[list[str]], typer.Option("--noises", help="Only these noises or sections: clean, adversarial, pgd, corruption, imagenet-s, precision (repeat or comma-separate).")] = None,
+    models: Annotated[Optional[list[str]], typer.Option("--models", metavar="NAMES", help="Only these models (zoo name or name@form; repeat or comma-separate).")] = None,
+    noises: Annotated[Optional[list[str]], typer.Option("--noises", metavar="NAMES", help="Only these noises or sections: clean, adversarial, pgd, corruption, imagenet-s, precision (repeat or comma-separate).")] = None,
     compare: Annotated[Optional[tuple[str, str]], typer.Option("--compare", metavar="A B", help="Contrast two models, or two forms of one (resnet18 resnet18@w8a8), on every noise both ran.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
