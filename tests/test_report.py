@@ -318,6 +318,14 @@ def test_imagenet_s_precision_and_bit_width_sections(store, imagenet_sample, tmp
         assert "No results" not in sec
     assert all(_nonblank(p) for p in _png_images(html))
 
+    # two forms of one model: the bare name is its fp form
+    from robustart.reports import compare
+
+    c = compare(st, "efficientnet_lite0", "efficientnet_lite0@w8a8", tmp_path / "cmp")
+    assert (c.a, c.b) == ("efficientnet_lite0", "efficientnet_lite0@w8a8")
+    row = c.pairs.set_index("noise").loc["clean"]
+    assert _close(row["agreement"], 100.0 - prec.loc["w8a8", "flip_rate"])
+
 
 # --------------------------------------------------------------------------- scale
 
