@@ -21,10 +21,14 @@ from typer.testing import CliRunner
 
 from robustart.cli import app
 from robustart.noises.corruptions import metrics as CM
+from robustart.reports.browser import find_chromium
 from robustart.results import metrics as M
 from robustart.results.store import ResultsStore
 
 N = 8
+# skip before the module's runs are made, for developers without Chromium (CI installs it in .ci/run)
+needs_chromium = pytest.mark.skipif(find_chromium() is None,
+                                    reason="no chromium binary (Debian: apt-get install chromium; or set ROBUSTART_CHROMIUM)")
 LITE0 = ["clean", "pgd:eps=1/255,steps=2", "fgsm:eps=1/255", "corruption:brightness:3", "corruption:contrast:2"]
 LITE1 = ["clean", "corruption:brightness:3"]
 
@@ -162,13 +166,12 @@ def test_html_is_self_contained_and_every_figure_is_a_real_image(report):
     assert "No results" not in adv and "efficientnet_lite0" in adv
 
 
+@needs_chromium
 def test_report_in_headless_chromium(report, tmp_path):
     from PIL import Image
 
-    from robustart.reports.browser import check_page, find_chromium
+    from robustart.reports.browser import check_page
 
-    if not find_chromium():
-        pytest.skip("no chromium binary (Debian: apt-get install chromium; CI installs it in .ci/run)")
     check = check_page(report.files["report.html"], tmp_path / "report.png")
     assert check.errors == [], check.errors
     assert check.page["title"] == "robustart report"
@@ -184,12 +187,11 @@ def test_report_in_headless_chromium(report, tmp_path):
     assert _nonblank(check.screenshot.read_bytes(), min_colors=50)
 
 
+@needs_chromium
 def test_browser_check_reports_what_goes_wrong(tmp_path):
     """The check above would see a broken page: a console error, an exception, a missing image."""
-    from robustart.reports.browser import check_page, find_chromium
+    from robustart.reports.browser import check_page
 
-    if not find_chromium():
-        pytest.skip("no chromium binary (Debian: apt-get install chromium; CI installs it in .ci/run)")
     page = tmp_path / "bad.html"
     page.write_text('<html><body><img src="missing.png"><script>console.error("boom"); nope();</script></body></html>')
     check = check_page(page)
