@@ -77,6 +77,9 @@ def img_tag(png: bytes, alt: str) -> str:
     return f'<img class="fig" alt="{html.escape(alt)}"{size} src="data:image/png;base64,{b64}">'
 
 
+MAX_HTML_ROWS = 2000  # per table in the page, so a big store's page still opens quickly
+
+
 class Section:
     """One section of the report: a title, what it shows, then figures and tables, or a note
     that says what run would fill it."""
@@ -112,9 +115,12 @@ class Section:
                 out.append(f"<figure>{img_tag(payload, caption)}<figcaption class='note'>{html.escape(caption)}</figcaption></figure>")
             elif kind == "table":
                 df, _, folded = payload
-                body = f"<h3>{html.escape(caption)}</h3>{html_table(df)}"
-                out.append(f"<details><summary>{html.escape(caption)} ({len(df)} rows)</summary>{html_table(df)}</details>"
-                           if folded else body)
+                shown = df.head(MAX_HTML_ROWS)
+                more = (f'<p class="note">First {MAX_HTML_ROWS} of {len(df)} rows; every row is in tables/ '
+                        "beside this page (CSV and Parquet).</p>") if len(df) > MAX_HTML_ROWS else ""
+                body = f"<h3>{html.escape(caption)}</h3>{html_table(shown)}{more}"
+                out.append(f"<details><summary>{html.escape(caption)} ({len(df)} rows)</summary>{html_table(shown)}{more}"
+                           "</details>" if folded else body)
             else:
                 out.append(f'<p class="note">{payload}</p>')
         out.append("</section>")

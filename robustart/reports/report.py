@@ -74,8 +74,9 @@ def _require_results(data: L.StoreData, models, noises) -> None:
 def build_sections(t: dict[str, pd.DataFrame], figs: dict[str, bytes]) -> list[Section]:
     secs = []
 
-    s = Section("clean", "Clean accuracy", "Top-1 (%) on clean images, per model and dataset, from each clean job's "
-                "records (failed samples excluded).", HOW_TO_FILL["clean"])
+    s = Section("clean", "Clean accuracy", "Top-1 (%) on clean images per model and dataset: from its clean job, or, "
+                "without one, from the clean pass its noise jobs recorded (column <em>source</em>). Samples that "
+                "failed to decode are excluded.", HOW_TO_FILL["clean"])
     s.figure(figs.get("clean_top1"), "Clean top-1 accuracy")
     s.table(t["clean"], "Clean leaderboard")
     secs.append(s)
@@ -137,7 +138,8 @@ def build_sections(t: dict[str, pd.DataFrame], figs: dict[str, bytes]) -> list[S
                 "Every job behind a number in this report: its key (<code>robustart results show KEY</code>), the "
                 "weights' sha256, the versions and commit it ran with, and when it finished. Each leaderboard row "
                 "names its job key(s).")
-    s.table(t["provenance"], "Jobs")
+    s.table(t["provenance"], "Jobs", md=False)
+    s.note("The same table is in tables/provenance.csv and tables/provenance.parquet.")
     secs.append(s)
     return secs
 

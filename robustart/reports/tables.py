@@ -171,12 +171,14 @@ def corruption_leaderboard(cells: pd.DataFrame, records: pd.DataFrame) -> pd.Dat
     cols = ["model", "family", "form", "precision", "dataset", "impl", "jpeg", "cells", "clean_error",
             "mce", "relative_mce", "mean_corruption_error", "corruption_accuracy", "keys"]
     rows = []
-    ok = records[records["status"] == "ok"]
-    for _, grp in cells.groupby(["model", "fingerprint", "impl", "jpeg"], sort=False):
+    by = ["model", "fingerprint", "impl", "jpeg"]
+    gid = cells.groupby(by, sort=False).ngroup().rename("group")
+    # each sample's clean prediction once per group (every cell holds the same samples), in one pass
+    ok = records[records["status"] == "ok"].merge(pd.concat([cells["key"], gid], axis=1), left_on="job", right_on="key")
+    clean_err = 1.0 - ok.drop_duplicates(["group", "sample_id"]).groupby("group")["clean_correct"].mean()
+    for g, grp in cells.groupby(gid.to_numpy(), sort=False):  # one small error table per model: no records here
         table = error_table(grp)
-        # each sample's clean prediction once: every cell holds the same samples
-        clean_rec = ok[ok["job"].isin(grp["key"])].drop_duplicates("sample_id")
-        clean = 1.0 - clean_rec["clean_correct"].mean() if len(clean_rec) else float("nan")
+        clean = float(clean_err.get(g, float("nan")))
         mean_err = CM.mean_error(table)  # over the 15 ImageNet-C corruptions, as the family reports it
         first = grp.iloc[0]
         rows.append({
