@@ -27,7 +27,7 @@ app.add_typer(imagenet_s_app, name="imagenet-s")
 out = Console()
 err = Console(stderr=True)
 
-StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Results store folder [env ROBUSTART_STORE, default ~/.robustart/results].")]
+StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Results store folder \\[env ROBUSTART_STORE, default ~/.robustart/results].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
 
 
