@@ -176,6 +176,8 @@ def test_reference_variant_reproduces_the_clean_evaluation(imagenet_sample):
     s = evaluate_suite("efficientnet_lite0", imagenet_sample, noise=specs, limit=8, progress=False, workers=0)
     clean, *jobs = [j.records.set_index("sample_id") for j in s.jobs]
     assert "clean_pred" not in clean and len(jobs) == 2
+    # identical pixels, so the noise kept the clean logits instead of a second forward pass
+    assert [j.meta["checks"]["clean_logits_reused"] for j in s.jobs[1:]] == [8, 8]
     for rec in jobs:
         assert (rec["status"] == "ok").all()
         assert rec["pred"].equals(clean["pred"]) and rec["clean_pred"].equals(clean["pred"])
