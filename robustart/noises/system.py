@@ -302,7 +302,7 @@ class PrecisionNoise(Noise):
         device = torch.device(device)
         if self.variant in CUDA_ONLY and device.type != "cuda":
             raise RobustartError(
-                f"precision:{self.variant} needs a CUDA device ({PRECISIONS[self.variant]}); this job runs on "
+                f"precision:{self.variant} needs a CUDA device ({PRECISIONS[self.variant].replace(' (CUDA)', '')}); this job runs on "
                 f"{device.type}. Run it on a GPU (--device cuda), or pick a variant that runs here: "
                 f"{', '.join(v for v in PRECISIONS if v not in CUDA_ONLY)}."
             )
