@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed
 # ImageNet images; override with `make test ROBUSTART_IMAGENET_SAMPLE=/path`.
 ROBUSTART_IMAGENET_SAMPLE ?= $(abspath ../shared/data/imagenet-sample)
 export ROBUSTART_IMAGENET_SAMPLE
+# Pillow-SIMD (an ImageNet-S decoder) cannot share a process with Pillow: it lives in its own
+# folder, built once from source by `robustart imagenet-s setup`.
+ROBUSTART_PILLOW_SIMD ?= $(abspath $(VENV))/pillow-simd
+export ROBUSTART_PILLOW_SIMD
 
 .PHONY: demo test install clean
 
@@ -17,6 +21,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	# The reference attacks for tests and benchmarks; --no-deps: see pyproject.toml's dev extra.
 	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
+	$(BIN)/robustart imagenet-s setup || echo "warning: Pillow-SIMD did not build here; its decoder and tests are skipped"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -58,9 +58,11 @@ _METRIC_COLUMNS = [  # (metric key, column title) shown when a job's records hav
 def _noise_label(cfg: dict) -> str:
     """A short name for a job's noise: its name, then what tells it apart (norm, eps, ...)."""
     parts = [cfg["name"]]
-    for k in ("corruption", "severity", "src", "norm"):
+    for k in ("corruption", "severity", "src", "norm", "decoder", "resize", "variant"):
         if k in cfg:
             parts.append(str(cfg[k]))
+    if cfg.get("geometry", "eval") != "eval":
+        parts.append(f"{cfg['geometry']} geometry")
     if "eps" in cfg:
         e = cfg["eps"]
         parts.append(f"{e * 255:.3g}/255" if cfg.get("norm") == "linf" else f"{e:.3g}")

@@ -494,6 +494,8 @@ def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
         indices = [i for s in todo for i in range(s * S, min(n, (s + 1) * S))]
         if workers is None:
             workers = 0 if len(indices) <= 16 else min(4, os.cpu_count() or 1)
+        if noise is not None and noise.loader is not None and noise.loader_in_main_process:
+            workers = 0
         rinfo["workers"] = workers
         store.write_meta(key, meta)
         loader = torch.utils.data.DataLoader(

@@ -54,6 +54,9 @@ class Noise:
     #: decoder and resizer). The engine then runs it in its decoding workers beside the model's
     #: eval transform, and `apply` gets those images (as floats in [0, 1]) as `variant=`.
     loader = None
+    #: True when the loader must run in the main process (e.g. it decodes on the GPU, which a
+    #: forked worker cannot use); the engine then decodes without worker processes.
+    loader_in_main_process = False
 
     def predict(self, model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The model's logits on the noisy batch; override to change how the model runs

@@ -198,6 +198,10 @@ class ImageNetSNoise(Noise):
         self._pending = None  # (variant batch, identical-to-reference mask, clean logits) for predict
         self._reused = 0
 
+    @property
+    def loader_in_main_process(self):
+        return self.config["decoder"].endswith("-cuda")  # nvJPEG cannot run in forked workers
+
     def loader(self, entry):
         from robustart.imagenet_s.pipeline import Pipeline
 
