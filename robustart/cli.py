@@ -63,6 +63,10 @@ def _noise_label(cfg: dict) -> str:
             parts.append(str(cfg[k]))
     if cfg.get("geometry", "eval") != "eval":
         parts.append(f"{cfg['geometry']} geometry")
+    if cfg.get("impl", "torch") != "torch":
+        parts.append(f"({cfg['impl']})")
+    if cfg.get("jpeg"):
+        parts.append("+jpeg85")
     if "eps" in cfg:
         e = cfg["eps"]
         parts.append(f"{e * 255:.3g}/255" if cfg.get("norm") == "linf" else f"{e:.3g}")
@@ -91,6 +95,9 @@ def eval_cmd(
     from robustart.engine.evaluate import evaluate_suite
 
     if corruption_impl:
+        if noise.split(":")[0].strip().lower() not in ("corruption", "imagenet-c"):
+            _fail(RobustartError(f"--corruption-impl applies to corruption noises (corruption:..., imagenet-c), "
+                                 f"not to --noise {noise!r}."))
         noise = f"{noise}{',' if ':' in noise else ':'}impl={corruption_impl}"
     try:
         res = evaluate_suite(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
@@ -158,7 +165,7 @@ def _print_suite_metrics(metrics: dict) -> None:
         for k, v in scalars.items():
             s.add_row(k, _fmt(v))
         out.print(s)
-    tables = {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    tables = {k: v for k, v in metrics.items() if isinstance(v, dict) and v}
     flat = {k: v for k, v in tables.items() if not any(isinstance(x, dict) for x in v.values())}
     for k, v in tables.items():
         if k in flat:

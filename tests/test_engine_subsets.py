@@ -37,3 +37,21 @@ def test_predictions_stay_inside_the_class_subset(tiny_imagenet_r, tmp_path):
                    store=tmp_path / "s", progress=False).records
     assert set(adv["pred"]) <= subset and set(adv["clean_pred"]) <= subset
     assert (adv["clean_pred"] == rec["pred"]).all()
+
+
+def test_prerendered_imagenet_c_tree_gives_corruption_errors(imagenet_sample, tmp_path):
+    """A clean run over ImageNet-C folders splits its records into corruption x severity cells."""
+    from robustart.engine.evaluate import evaluate_suite
+
+    files = sorted(imagenet_sample.glob("n*_*.JPEG"))[:6]
+    for k, p in enumerate(files):
+        d = tmp_path / "inc" / "fog" / ("1" if k < 3 else "3") / p.name.split("_")[0]
+        d.mkdir(parents=True)
+        shutil.copy(p, d / p.name)
+    res = evaluate_suite("efficientnet_lite0", f"imagenet-c:{tmp_path / 'inc'}", store=tmp_path / "s", progress=False)
+    rec = res.jobs[0].records
+    for sev in ("1", "3"):
+        cell = rec[rec["sample_id"].str.startswith(f"fog/{sev}/")]
+        assert len(cell) == 3
+        assert res.metrics["corruption_errors"]["fog"][sev] == pytest.approx(100 * (1 - cell["correct"].mean()), abs=1e-3)  # rounded to 4 places
+    assert "corruption_note" in res.metrics and "mce" not in res.metrics  # 1 of 15 corruptions: no mCE

@@ -423,7 +423,27 @@ def evaluate_suite(
     configs = expand_noise(noise)
     run = _prepare(model, data, **{**_DEFAULTS, **kwargs})
     jobs = [_run_job(run, cfg, force) for cfg in configs]
-    return SuiteResult(jobs, summarize(jobs) if len(jobs) > 1 else {}, spec=noise if isinstance(noise, str) else "")
+    metrics = summarize(jobs) if len(jobs) > 1 else {}
+    if run.source.kind == "imagenet-c":  # the released ImageNet-C files: one job, cells by path
+        metrics.update(_prerendered_corruption_metrics(jobs))
+    return SuiteResult(jobs, metrics, spec=noise if isinstance(noise, str) else "")
+
+
+def _prerendered_corruption_metrics(jobs) -> dict:
+    """mCE and friends of a clean run over pre-rendered ImageNet-C folders (sample ids are
+    `<corruption>/<severity>/...`). Relative mCE needs a clean error from an ImageNet val run."""
+    from robustart.noises.corruptions import metrics as CM
+
+    out = {}
+    for j in jobs:
+        if j.meta["config"]["noise"]["name"] != "clean":
+            continue
+        s = CM.summary(CM.error_table(CM.prerendered_cells(j.records)), None)
+        out.update({k: s[k] for k in ("mce", "mean_corruption_error") if s.get(k) is not None})
+        if "note" in s:
+            out["corruption_note"] = s["note"]
+        out.update(corruption_errors=s["corruption_error"], ce=s["ce"])
+    return out
 
 
 _DEFAULTS = dict(limit=None, batch_size=32, device=None, workers=None, store=None, shard_size=None, seed=0,
