@@ -12,7 +12,8 @@ Variants (each run on the same images, after one warm-up batch):
   ours-bf16 / -fp16     ours with autocast (adversarial accuracy must stay within one image)
   ours-channels_last    ours with the model and batch in channels_last
 
-Prints images/s, the ratio to torchattacks, adversarial accuracy (the same-result check), and
+Variants take turns in each of --repeats rounds and the median time counts (a shared machine's
+slow spells then hit every variant alike). Prints images/s, the ratio to torchattacks, adversarial accuracy (the same-result check), and
 the FLOP rate reached (from torch's FLOP counter: one forward+backward per step), with the share
 of the device's bf16 dense peak on a known GPU. Writes a markdown table with the device and
 versions to --out.
@@ -71,6 +72,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--variants", default="torchattacks,ours-exact,ours,ours-bf16,ours-channels_last")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed rounds; variants take turns in each round and the median time is reported")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
     if not args.data:
@@ -120,28 +123,47 @@ def main(argv=None) -> int:
     with torch.no_grad():
         clean_acc = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches) / len(x_all)
 
-    rows, advs = [], {}
-    for name in chosen:
+    def timed(name):
         fn = variants[name]
         if name == "ours-channels_last":
             model.to(memory_format=torch.channels_last)
+        try:
+            torch.manual_seed(0)
+            sync(dev)
+            t0 = time.perf_counter()
+            outs = [fn(x, y) for x, y in batches]
+            sync(dev)
+            return time.perf_counter() - t0, outs
+        finally:
+            if name == "ours-channels_last":
+                model.to(memory_format=torch.contiguous_format)
+
+    for name in chosen:  # warm-up (kernel selection, allocator)
         torch.manual_seed(0)
-        fn(*batches[0])  # warm-up (kernel selection, allocator)
-        sync(dev)
-        torch.manual_seed(0)
-        t0 = time.perf_counter()
-        outs = [fn(x, y) for x, y in batches]
-        sync(dev)
-        dt = time.perf_counter() - t0
         if name == "ours-channels_last":
-            model.to(memory_format=torch.contiguous_format)
+            model.to(memory_format=torch.channels_last)
+        variants[name](*batches[0])
+        model.to(memory_format=torch.contiguous_format)
+    # Variants take turns within each round, so a slow spell of a shared machine hits them alike.
+    times: dict = {name: [] for name in chosen}
+    outputs: dict = {}
+    for _ in range(args.repeats):
+        for name in chosen:
+            dt, outs = timed(name)
+            times[name].append(dt)
+            outputs[name] = outs
+    rows, advs = [], {}
+    for name in chosen:
+        dt = sorted(times[name])[len(times[name]) // 2]
+        outs = outputs[name]
         adv = torch.cat([o.float().contiguous() for o in outs])
         advs[name] = adv
         with torch.no_grad():
             correct = torch.cat([model(o.contiguous()).argmax(1) == y for o, (_, y) in zip(outs, batches)])
-        rows.append({"variant": name, "seconds": dt, "images_per_s": len(x_all) / dt,
+        rows.append({"variant": name, "seconds": dt, "seconds_all": times[name], "images_per_s": len(x_all) / dt,
                      "adv_acc": float(correct.float().mean()), "tflops": step_flops * args.steps / dt / 1e12})
-        print(f"{name:20s} {len(x_all) / dt:9.2f} img/s  adv acc {rows[-1]['adv_acc']:.4f}", file=sys.stderr)
+        print(f"{name:20s} {len(x_all) / dt:9.2f} img/s  adv acc {rows[-1]['adv_acc']:.4f}  "
+              f"times {[round(t, 2) for t in times[name]]}", file=sys.stderr)
 
     ref = next((r for r in rows if r["variant"] == "torchattacks"), None)
     gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
@@ -172,7 +194,8 @@ def main(argv=None) -> int:
         f"- date: {info['date']}",
         f"- device: {info['device']}",
         f"- model: {args.model}; {len(x_all)} ImageNet sample images, batch {B}; Linf eps {args.eps:.6g}, "
-        f"alpha {alpha:.6g}, {args.steps} steps; clean accuracy {clean_acc:.4f}",
+        f"alpha {alpha:.6g}, {args.steps} steps; clean accuracy {clean_acc:.4f}; median of {args.repeats} "
+        "interleaved rounds",
         f"- one step (forward + backward to the input): {step_flops / len(x_all) / 1e9:.2f} GFLOP per image",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()),
         f"- command: `python benchmarks/attack_throughput.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
