@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -176,11 +175,9 @@ def main(argv=None) -> int:
         rows_exact = next(r for r in rows if r["variant"] == "ours-exact")
         rows_exact["bitwise_equal_to_torchattacks"] = bool(torch.equal(advs["ours-exact"], advs["torchattacks"]))
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    from robustart.engine.env import cpu_model
+
+    cpu = cpu_model()
     info = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "device": gpu or f"CPU: {cpu}, {torch.get_num_threads()} threads",

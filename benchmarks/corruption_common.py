@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+from robustart.engine.env import cpu_model
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+
 
 
 def environment(device: str = "cpu") -> dict:

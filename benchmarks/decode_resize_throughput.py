@@ -16,28 +16,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
 
 from robustart.imagenet_s import decoders as D
 from robustart.imagenet_s import resize as R
+from robustart.engine.env import cpu_model
 from robustart.imagenet_s.pipeline import Pipeline
 
 OUT = Path(__file__).resolve().parent / "results"
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def best_rate(fn, n: int, repeats: int) -> float:

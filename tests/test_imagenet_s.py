@@ -2,7 +2,6 @@
 (by the measured amounts), the reference variant is the clean evaluation exactly, suite metrics
 are joins over records, shards are resumable and read back to the same records."""
 
-import os
 import time
 
 import numpy as np

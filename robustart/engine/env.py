@@ -40,6 +40,17 @@ def git_info() -> dict | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), for job metadata and benchmark tables."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info(device) -> dict:
     import torch
 
@@ -50,7 +61,7 @@ def device_info(device) -> dict:
         info["name"] = torch.cuda.get_device_name(idx)
         info["cuda"] = torch.version.cuda
     else:
-        info["name"] = platform.processor() or platform.machine()
+        info["name"] = cpu_model()
         info["threads"] = torch.get_num_threads()
     return info
 
