@@ -269,3 +269,18 @@ def test_out_of_memory_splits_the_batch(model, small):
     whole = AdversarialNoise(cfg).apply(model, x, y, ids, clean, 0).x
     assert sizes == [8, 4, 2, 2, 4, 2, 2]  # tried, halved, halved again until it fits
     assert float((split != whole).float().mean()) < 1e-4
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2", "l1"])
+def test_autoattack_is_the_published_standard_version(model, norm):
+    """What runs under the name AutoAttack: APGD-CE 100 iterations, APGD-T 9 targets x 100 (5 for
+    L1), FAB-T 9 targets x 100, Square 5000 queries, in that order."""
+    aa = A.standard_autoattack(model, eps=4 / 255, norm=norm)
+    assert aa.attacks_to_run == ["apgd-ce", "apgd-t", "fab-t", "square"] and aa.version == "standard"
+    assert aa.apgd.n_iter == aa.apgd_targeted.n_iter == aa.fab.n_iter == 100
+    assert aa.apgd_targeted.n_target_classes == (5 if norm == "l1" else 9) and aa.fab.n_target_classes == 9
+    assert aa.square.n_queries == 5000
+    # torchattacks' AutoAttack, by contrast, runs 10 APGD iterations and n_classes - 1 targets
+    ta = torchattacks.AutoAttack(model, eps=4 / 255, n_classes=1000)
+    apgd = ta._autoattack.attacks[0]
+    assert type(apgd).__name__ == "APGD" and apgd.steps == 10

@@ -331,16 +331,40 @@ def square(model, x, y, *, eps: float, norm: str = "linf", queries: int = 5000, 
     return AttackOutput(adv.detach())
 
 
+def standard_autoattack(model, *, eps: float, norm: str = "linf", seed: int = 0, device="cpu"):
+    """pyautoattack's AutoAttack in its 'standard' version, checked against the published
+    settings, so that a change in the package can never run something weaker under that name."""
+    from pyautoattack import AutoAttack
+
+    norm_name = {"linf": "Linf", "l2": "L2", "l1": "L1"}[norm]
+    aa = AutoAttack(model, norm=norm_name, eps=eps, version="standard", seed=seed, device=device)
+    targets = 5 if norm == "l1" else 9  # the L1 version uses 5 target classes (Croce & Hein 2021)
+    expected = {
+        "attacks": ["apgd-ce", "apgd-t", "fab-t", "square"], "apgd iterations": 100,
+        "apgd-t iterations": 100, "apgd-t targets": targets, "fab iterations": 100, "fab-t targets": 9,
+        "square queries": 5000,
+    }
+    actual = {
+        "attacks": list(aa.attacks_to_run), "apgd iterations": aa.apgd.n_iter,
+        "apgd-t iterations": aa.apgd_targeted.n_iter, "apgd-t targets": aa.apgd_targeted.n_target_classes,
+        "fab iterations": aa.fab.n_iter, "fab-t targets": aa.fab.n_target_classes,
+        "square queries": aa.square.n_queries,
+    }
+    if actual != expected:
+        from robustart.errors import RobustartError
+
+        raise RobustartError(f"pyautoattack's 'standard' AutoAttack is not the published one here: {actual} "
+                             f"(expected {expected}); install pyautoattack==0.2.0.")
+    return aa
+
+
 def autoattack(model, x, y, *, eps: float, norm: str = "linf", seed: int = 0, log=None) -> AttackOutput:
     """AutoAttack 'standard' (Croce & Hein 2020) through pyautoattack: APGD-CE (100 iterations),
     APGD-T (9 targets x 100), FAB-T (9 targets x 100), Square (5000 queries), each run on the
     samples still robust. `log` collects the package's own sanity-check warnings."""
     import logging
 
-    from pyautoattack import AutoAttack
-
-    norm_name = {"linf": "Linf", "l2": "L2", "l1": "L1"}[norm]
-    aa = AutoAttack(model, norm=norm_name, eps=eps, version="standard", seed=seed, device=x.device)
+    aa = standard_autoattack(model, eps=eps, norm=norm, seed=seed, device=x.device)
     handler = None
     if log is not None:
         class _Collect(logging.Handler):
