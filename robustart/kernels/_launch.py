@@ -1,0 +1,56 @@
+"""How a kernel is launched: compiled and autotuned on CUDA, interpreted on the CPU.
+
+Each kernel is written once as a plain Python function and wrapped twice: ``triton.jit`` (with
+``triton.autotune`` over a few H100-oriented tile configurations) for CUDA tensors, and
+Triton's interpreter (``InterpretedFunction``, what ``TRITON_INTERPRET=1`` selects) for CPU
+tensors. The interpreter runs the same kernel code with numpy, exactly, so CPU-only machines
+and CI can run and test the ``triton`` backend (slowly) whatever the import order of triton.
+
+Kernel bodies therefore use only Triton *builtins* (``tl.load``, ``tl.dot``, ``tl.reduce``,
+``tl.join``...), not the ``@triton.jit`` helpers of ``triton.language.standard`` such as
+``tl.sum`` or ``tl.cdiv``: those are compiled-mode objects when triton was imported without
+``TRITON_INTERPRET=1`` (timm imports triton early) and the interpreter cannot call them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.runtime.interpreter import InterpretedFunction
+
+
+class Kernel:
+    """A Triton kernel with its CUDA (autotuned) and CPU (interpreted) forms.
+
+    ``interp_meta``: the block sizes used under the interpreter (small, so that tests with small
+    shapes still span several tiles and exercise the ragged edges)."""
+
+    def __init__(self, fn, configs, key, interp_meta, prune=None):
+        self.name = fn.__name__
+        jitted = triton.jit(fn)
+        self.compiled = triton.autotune(
+            configs=configs, key=key,
+            prune_configs_by={"early_config_prune": prune} if prune else None,
+        )(jitted)
+        self.interpreted = InterpretedFunction(fn)
+        self.interp_meta = dict(interp_meta)
+
+    def __call__(self, grid, device: torch.device, *args, **kwargs):
+        """``grid``: a function of the meta-parameters (block sizes) -> launch grid."""
+        if device.type == "cuda":
+            self.compiled[grid](*args, **kwargs)
+        elif device.type == "cpu":
+            meta = dict(self.interp_meta)
+            self.interpreted[grid(meta)](*args, **kwargs, **meta)
+        else:
+            raise ValueError(f"{self.name}: tensors on device {device} are not supported; "
+                             "use CUDA tensors, CPU tensors (Triton interpreter) or backend='torch'")
+
+
+def prune_by_m(configs, named_args, **kwargs):
+    """Keep the small-M (GEMV-like, memory-bound) tiles for M <= 32 and the big tiles otherwise."""
+    m = named_args["M"]
+    small = [c for c in configs if c.kwargs["BLOCK_M"] <= 32]
+    big = [c for c in configs if c.kwargs["BLOCK_M"] > 32]
+    keep = small if m <= 32 else big
+    return keep or configs

@@ -1,0 +1,101 @@
+"""Binary GEMM: bit-packed {-1, +1} operands, XOR + popcount on int32 words.
+
+Rows are packed 32 signs per int32 word (bit 1 = +1, bit 0 = -1, padding bits 0 in both
+operands, see ``pack_bits``). For the k real bits, ``dot = k - 2 * popcount(a XOR b)``: equal
+signs contribute +1, different signs -1, and the padding bits (0 XOR 0) count nothing.
+Each program XORs a ``[BLOCK_M, BLOCK_KW]`` word tile of a with a ``[BLOCK_N, BLOCK_KW]``
+word tile of b into ``[BLOCK_M, BLOCK_N, BLOCK_KW]`` and reduces the popcounts over the
+words. On CUDA the popcount is the hardware ``popc`` (libdevice); the interpreter has no
+libdevice, so there the kernel uses the classic SWAR bit count on uint32, which is exact too.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+from ._launch import Kernel, prune_by_m
+
+
+def _binary_gemm_kernel(
+    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, bias_ptr,
+    M, N, KW, K,
+    stride_ag, stride_am, stride_ak,
+    stride_bg, stride_bn, stride_bk,
+    stride_cg, stride_cm, stride_cn,
+    DEQUANT: tl.constexpr, A_SCALE_PER_ROW: tl.constexpr, HAS_BIAS: tl.constexpr,
+    HW_POPC: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    g = tl.program_id(1)
+    num_pid_m = (M + BLOCK_M - 1) // BLOCK_M
+    num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
+    num_pid_in_group = GROUP_M * num_pid_n
+    first_pid_m = (pid // num_pid_in_group) * GROUP_M
+    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
+    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
+    pid_n = (pid % num_pid_in_group) // group_size_m
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_w = tl.arange(0, BLOCK_KW)
+    offs_am = offs_m % M
+    offs_bn = offs_n % N
+    a_ptrs = a_ptr + g * stride_ag + offs_am[:, None] * stride_am + offs_w[None, :] * stride_ak
+    b_ptrs = b_ptr + g * stride_bg + offs_bn[:, None] * stride_bn + offs_w[None, :] * stride_bk
+
+    cnt = tl.full((BLOCK_M, BLOCK_N), 0, tl.int32)
+    for kt in range(0, (KW + BLOCK_KW - 1) // BLOCK_KW):
+        w_left = KW - kt * BLOCK_KW
+        a = tl.load(a_ptrs, mask=offs_w[None, :] < w_left, other=0)  # 0 XOR 0 counts nothing
+        b = tl.load(b_ptrs, mask=offs_w[None, :] < w_left, other=0)
+        x = a[:, None, :] ^ b[None, :, :]
+        if HW_POPC:
+            pc = libdevice.popc(x)
+        else:
+            v = x.to(tl.uint32, bitcast=True)
+            v = v - ((v >> 1) & 0x55555555)
+            v = (v & 0x33333333) + ((v >> 2) & 0x33333333)
+            v = (v + (v >> 4)) & 0x0F0F0F0F
+            v = v + (v >> 8)
+            v = v + (v >> 16)
+            pc = (v & 0x3F).to(tl.int32)
+        cnt += tl.reduce(pc, 2, tl.standard._sum_combine)
+        a_ptrs += BLOCK_KW * stride_ak
+        b_ptrs += BLOCK_KW * stride_bk
+    acc = K - 2 * cnt
+
+    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
+    c_ptrs = c_ptr + g * stride_cg + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
+    if DEQUANT:
+        out = acc.to(tl.float32)
+        if A_SCALE_PER_ROW:
+            out = out * tl.load(a_scale_ptr + offs_am)[:, None]
+        else:
+            out = out * tl.load(a_scale_ptr)
+        out = out * tl.load(b_scale_ptr + g * N + offs_bn)[None, :]
+        if HAS_BIAS:
+            out = out + tl.load(bias_ptr + g * N + offs_bn)[None, :]
+        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask)
+    else:
+        tl.store(c_ptrs, acc, mask=mask)
+
+
+def _cfg(bm, bn, bkw, stages, warps, group_m=8):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bkw, "GROUP_M": group_m},
+                         num_stages=stages, num_warps=warps)
+
+
+# The [BLOCK_M, BLOCK_N, BLOCK_KW] XOR tile lives in registers: keep it near 16-32K elements.
+BINARY_CONFIGS = [
+    _cfg(64, 64, 4, 3, 4), _cfg(64, 64, 8, 3, 8), _cfg(128, 64, 4, 3, 8), _cfg(128, 128, 2, 3, 8),
+    _cfg(16, 64, 8, 3, 4, 1), _cfg(16, 128, 4, 3, 4, 1), _cfg(16, 32, 16, 3, 4, 1),
+    _cfg(32, 64, 8, 3, 4, 1),
+]
+
+binary_gemm_kernel = Kernel(
+    _binary_gemm_kernel, BINARY_CONFIGS, key=["M", "N", "KW", "DEQUANT"],
+    interp_meta={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_KW": 2, "GROUP_M": 2}, prune=prune_by_m,
+)

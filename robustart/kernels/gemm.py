@@ -1,0 +1,85 @@
+"""Launchers of the Triton GEMM kernels on grouped operands.
+
+All three take a group axis: ``a3 [G, M, Ka]``, ``b3 [G, N, Kb]`` and ``out3 [G, M, N]`` may be
+strided views (a grouped convolution passes its im2col matrix and weights without copies);
+``b_scale`` and ``bias`` are flat ``[G * N]`` and ``a_scale`` is a 0-d tensor or ``[M]``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _grid(m, n, g, bm="BLOCK_M", bn="BLOCK_N"):
+    return lambda meta: (((m + meta[bm] - 1) // meta[bm]) * ((n + meta[bn] - 1) // meta[bn]), g)
+
+
+def _epilogue_args(out3, a_scale, b_scale, bias):
+    dequant = a_scale is not None
+    dummy = out3  # never read when the matching flag is off
+    return dict(
+        a_scale=a_scale if dequant else dummy,
+        b_scale=b_scale if dequant else dummy,
+        bias=bias if (dequant and bias is not None) else dummy,
+        DEQUANT=dequant,
+        A_SCALE_PER_ROW=dequant and a_scale.dim() == 1,
+        HAS_BIAS=dequant and bias is not None,
+    )
+
+
+def _zero_point(a3, a_zero):
+    # uint8 a is shifted to int8 in the kernel (a - 128); both the shift and the zero point
+    # become one correction c * sum_k b[n, k] with c = 128 - a_zero (or -a_zero for int8).
+    unsigned = a3.dtype == torch.uint8
+    corr = (128 - a_zero) if unsigned else -a_zero
+    return unsigned, corr
+
+
+def int8_gemm(a3, b3, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
+    from .int8 import int8_gemm_kernel
+
+    g, m, k = a3.shape
+    n = b3.shape[1]
+    unsigned, corr = _zero_point(a3, a_zero)
+    e = _epilogue_args(out3, a_scale, b_scale, bias)
+    int8_gemm_kernel(
+        _grid(m, n, g), a3.device,
+        a3, b3, out3, e["a_scale"], e["b_scale"], e["bias"], m, n, k, corr,
+        *a3.stride(), *b3.stride(), *out3.stride(),
+        A_UNSIGNED=unsigned, ZERO_CORR=corr != 0, DEQUANT=e["DEQUANT"],
+        A_SCALE_PER_ROW=e["A_SCALE_PER_ROW"], HAS_BIAS=e["HAS_BIAS"],
+    )
+    return out3
+
+
+def int4_gemm(a3, p3, k, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
+    from .int4 import int4_gemm_kernel
+
+    g, m, _ = a3.shape
+    n = p3.shape[1]
+    unsigned, corr = _zero_point(a3, a_zero)
+    e = _epilogue_args(out3, a_scale, b_scale, bias)
+    int4_gemm_kernel(
+        _grid(m, n, g), a3.device,
+        a3, p3, out3, e["a_scale"], e["b_scale"], e["bias"], m, n, k, corr,
+        *a3.stride(), *p3.stride(), *out3.stride(),
+        A_UNSIGNED=unsigned, ZERO_CORR=corr != 0, DEQUANT=e["DEQUANT"],
+        A_SCALE_PER_ROW=e["A_SCALE_PER_ROW"], HAS_BIAS=e["HAS_BIAS"],
+    )
+    return out3
+
+
+def binary_gemm(a3, b3, k, out3, a_scale=None, b_scale=None, bias=None):
+    from .binary import binary_gemm_kernel
+
+    g, m, kw = a3.shape
+    n = b3.shape[1]
+    e = _epilogue_args(out3, a_scale, b_scale, bias)
+    binary_gemm_kernel(
+        _grid(m, n, g), a3.device,
+        a3, b3, out3, e["a_scale"], e["b_scale"], e["bias"], m, n, kw, k,
+        *a3.stride(), *b3.stride(), *out3.stride(),
+        DEQUANT=e["DEQUANT"], A_SCALE_PER_ROW=e["A_SCALE_PER_ROW"], HAS_BIAS=e["HAS_BIAS"],
+        HW_POPC=a3.is_cuda,
+    )
+    return out3
