@@ -7,6 +7,8 @@ strided views (a grouped convolution passes its im2col matrix and weights withou
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 
@@ -27,6 +29,25 @@ def _epilogue_args(out3, a_scale, b_scale, bias):
     )
 
 
+def _interpreter_bf16(fn):
+    """Triton's interpreter converts float32 to bfloat16 by truncation, the GPU (and torch) by
+    rounding to nearest even: on the CPU, bfloat16 outputs go through a float32 buffer."""
+
+    sig = inspect.signature(fn)
+
+    def run(*args, **kwargs):
+        bound = sig.bind(*args, **kwargs)
+        out3 = bound.arguments["out3"]
+        if out3.dtype != torch.bfloat16 or out3.is_cuda:
+            return fn(*args, **kwargs)
+        bound.arguments["out3"] = torch.empty(out3.shape, dtype=torch.float32, device=out3.device)
+        fn(*bound.args, **bound.kwargs)
+        out3.copy_(bound.arguments["out3"])
+        return out3
+
+    return run
+
+
 def _zero_point(a3, a_zero):
     # uint8 a is shifted to int8 in the kernel (a - 128); both the shift and the zero point
     # become one correction c * sum_k b[n, k] with c = 128 - a_zero (or -a_zero for int8).
@@ -35,6 +56,7 @@ def _zero_point(a3, a_zero):
     return unsigned, corr
 
 
+@_interpreter_bf16
 def int8_gemm(a3, b3, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
     from .int8 import int8_gemm_kernel
 
@@ -52,6 +74,7 @@ def int8_gemm(a3, b3, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
     return out3
 
 
+@_interpreter_bf16
 def int4_gemm(a3, p3, k, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
     from .int4 import int4_gemm_kernel
 
@@ -69,6 +92,7 @@ def int4_gemm(a3, p3, k, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
     return out3
 
 
+@_interpreter_bf16
 def binary_gemm(a3, b3, k, out3, a_scale=None, b_scale=None, bias=None):
     from .binary import binary_gemm_kernel
 
