@@ -2,6 +2,9 @@
 
     python benchmarks/lowbit_kernels.py [--quick] [--out benchmarks/results]
     python benchmarks/lowbit_kernels.py --smoke      # no GPU: a tiny exactness run in Triton's interpreter
+    python benchmarks/lowbit_kernels.py --compile 90 # no GPU needed: compile every autotune config
+                                                     # for sm_90 and print registers, spills, shared
+                                                     # memory and the instructions that matter
 
 Two regimes, all operands on the GPU, weights b as [N, K] (one row per output channel):
   compute-bound   M = N = K in 1024, 2048, 4096, 8192
@@ -167,6 +170,66 @@ def smoke() -> int:
     return 0 if all(ok.values()) else 1
 
 
+def compile_check(arch: int) -> int:
+    """Compile every autotune configuration ahead of time for ``sm_<arch>`` (no GPU needed) with
+    the specialisations a launch on 16-aligned sizes would get, and report what the kernels use."""
+    import os
+    import subprocess
+    import tempfile
+
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from robustart.kernels import binary, int4, int8
+
+    cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    target = GPUTarget("cuda", arch, 32)
+    ptrs = dict(a_ptr="*i8", b_ptr="*i8", c_ptr="*fp16", a_scale_ptr="*fp32", b_scale_ptr="*fp32",
+                bias_ptr="*fp32", bsum_ptr="*i32")
+    flags = dict(A_UNSIGNED=False, ZERO_CORR=0, DEQUANT=True, A_SCALE_PER_ROW=False, HAS_BIAS=True)
+    uflags = dict(flags, A_UNSIGNED=True)  # uint8 activations with a zero point
+    cases = []
+    for cfg in int8.INT8_CONFIGS:
+        cases.append((int8.int8_gemm_kernel, ptrs, flags, cfg))
+        small = cfg.kwargs["BLOCK_M"] <= 32
+        cases.append((int8.int8_gemm_kernel, dict(ptrs, a_ptr="*u8"), dict(uflags, ZERO_CORR=1 if small else 2), cfg))
+    for cfg in int4.INT4_CONFIGS:
+        small = cfg.kwargs["BLOCK_M"] <= 32
+        cases.append((int4.int4_gemm_kernel, dict(ptrs, b_ptr="*u8"), flags, cfg))
+        cases.append((int4.int4_gemm_kernel, dict(ptrs, a_ptr="*u8", b_ptr="*u8"),
+                      dict(uflags, ZERO_CORR=1 if small else 2), cfg))
+    bflags = dict(DEQUANT=True, A_SCALE_PER_ROW=False, HAS_BIAS=True, HW_POPC=True)
+    for cfg in binary.BINARY_CONFIGS:
+        cases.append((binary.binary_gemm_kernel, dict(ptrs, a_ptr="*i32", b_ptr="*i32"), bflags, cfg))
+    bad = 0
+    for kernel, p, consts, cfg in cases:
+        fn = kernel.compiled.fn
+        c = dict(consts, **cfg.kwargs, stride_ak=1, stride_bk=1, stride_cn=1)
+        sig = {n: p.get(n, "constexpr" if n in c else "i32") for n in fn.arg_names}
+        attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
+                 if sig[n] != "constexpr" and n != "corr"}
+        k = triton.compile(ASTSource(fn, sig, c, attrs), target=target,
+                           options={"num_warps": cfg.num_warps, "num_stages": cfg.num_stages})
+        with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
+            f.write(k.asm["cubin"])
+        try:
+            res = subprocess.run([str(cuobjdump), "-res-usage", f.name], capture_output=True, text=True).stdout
+        finally:
+            os.unlink(f.name)
+        regs = re.search(r"REG:(\d+)", res)
+        stack = re.search(r"STACK:(\d+)", res)
+        uses = [w for w in ("wgmma", "mma.sync", "cp.async", "popc") if w in k.asm["ptx"]]
+        spill = stack and int(stack.group(1)) > 0
+        bad += bool(spill)
+        flags_s = ",".join(f"{n}={v}" for n, v in consts.items() if n in ("A_UNSIGNED", "ZERO_CORR") and v)
+        print(f"{kernel.name:20s} {str(cfg.kwargs):70s} w{cfg.num_warps} s{cfg.num_stages} {flags_s:24s} "
+              f"regs {regs and regs.group(1)} stack {stack and stack.group(1)} shared {k.metadata.shared} "
+              f"{' '.join(uses)}", flush=True)
+    print(f"{len(cases)} configurations compiled for sm_{arch}; {bad} spill registers")
+    return 0
+
+
 def fmt_table(rows, names, c, membound: bool) -> list[str]:
     head = ["M x N x K"] + [f"{n} TOPS (x fp16)" for n in names]
     if membound:
@@ -188,11 +251,14 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer sizes (4096 and batch 1, 16 only)")
     ap.add_argument("--no-verify", action="store_true", help="skip the bit-exactness checks before timing")
     ap.add_argument("--smoke", action="store_true", help="tiny exactness run in Triton's interpreter (CPU)")
+    ap.add_argument("--compile", type=int, metavar="ARCH", help="compile all configs for sm_ARCH (e.g. 90) and exit")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
 
     if args.smoke:
         return smoke()
+    if args.compile:
+        return compile_check(args.compile)
     if not torch.cuda.is_available():
         print("lowbit_kernels: no CUDA device here; speed can only be measured on a GPU.\n"
               "Run `python benchmarks/lowbit_kernels.py` on one (e.g. an H100), or --smoke for an "

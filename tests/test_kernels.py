@@ -78,12 +78,15 @@ def test_int8_gemm_extreme_accumulation(device):
     assert torch.equal(out[:, 1], torch.full((3,), -128 * 127 * 1000, dtype=torch.int32))
 
 
+# M <= 32: the kernel sums the weight rows for the zero-point correction in its K loop;
+# M > 32: it reads row sums computed beforehand. Both are checked.
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("m", [16, 37])
 @pytest.mark.parametrize("dtype,a_zero", [(torch.uint8, 0), (torch.uint8, 128), (torch.uint8, 255),
                                           (torch.uint8, 37), (torch.int8, -5), (torch.int8, 127)])
-def test_int8_gemm_zero_point(device, dtype, a_zero):
+def test_int8_gemm_zero_point(device, m, dtype, a_zero):
     lo, hi = (0, 255) if dtype == torch.uint8 else (-128, 127)
-    a = rand_int((37, 77), lo, hi, dtype, 3)
+    a = rand_int((m, 77), lo, hi, dtype, 3)
     b = rand_int((45, 77), -128, 127, torch.int8, 4)
     exp = (a.to(torch.int64) - a_zero) @ b.to(torch.int64).T
     out = K.int8_gemm_i32(a.to(device), b.to(device), backend="triton", a_zero=a_zero)
@@ -146,8 +149,9 @@ def test_int4_gemm_i32_exact(device, m, n, k):
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_int4_gemm_zero_point_and_dequant(device):
-    m, n, k = 37, 45, 77
+@pytest.mark.parametrize("m", [16, 37])
+def test_int4_gemm_zero_point_and_dequant(device, m):
+    n, k = 45, 77
     a = rand_int((m, k), 0, 255, torch.uint8, 13)
     w = rand_int((n, k), -8, 7, torch.int8, 14)
     p = K.pack_int4(w)

@@ -48,12 +48,29 @@ def _interpreter_bf16(fn):
     return run
 
 
-def _zero_point(a3, a_zero):
-    # uint8 a is shifted to int8 in the kernel (a - 128); both the shift and the zero point
-    # become one correction c * sum_k b[n, k] with c = 128 - a_zero (or -a_zero for int8).
+# Up to this M the kernel sums the weight rows itself while it streams them (the GEMM is
+# memory-bound, the ALUs idle); above it, summing in the K loop would cost about as much as the
+# tensor-core work, so the row sums come from one torch reduction instead.
+ROWSUM_IN_KERNEL_MAX_M = 32
+
+
+def _zero_point(a3, a_zero, rowsum):
+    """uint8 a is shifted to int8 in the kernel (a - 128); the shift and the zero point become
+    one correction ``c * sum_k b[n, k]`` with ``c = 128 - a_zero`` (or ``-a_zero`` for int8).
+    -> (unsigned, c, mode, row sums or None); mode 0: no correction, 1: summed in the kernel,
+    2: read from the row sums (``rowsum()``, int32 [G * N])."""
     unsigned = a3.dtype == torch.uint8
     corr = (128 - a_zero) if unsigned else -a_zero
-    return unsigned, corr
+    if corr == 0:
+        return unsigned, corr, 0, None
+    if a3.shape[1] <= ROWSUM_IN_KERNEL_MAX_M:
+        return unsigned, corr, 1, None
+    return unsigned, corr, 2, rowsum().reshape(-1).contiguous()
+
+
+def _int4_rowsum(p3):
+    p = p3.to(torch.int32)
+    return ((((p & 0xF) ^ 8) - 8) + (((p >> 4) ^ 8) - 8)).sum(-1, dtype=torch.int32)
 
 
 @_interpreter_bf16
@@ -62,13 +79,13 @@ def int8_gemm(a3, b3, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
 
     g, m, k = a3.shape
     n = b3.shape[1]
-    unsigned, corr = _zero_point(a3, a_zero)
+    unsigned, corr, mode, bsum = _zero_point(a3, a_zero, lambda: b3.sum(-1, dtype=torch.int32))
     e = _epilogue_args(out3, a_scale, b_scale, bias)
     int8_gemm_kernel(
         _grid(m, n, g), a3.device,
-        a3, b3, out3, e["a_scale"], e["b_scale"], e["bias"], m, n, k, corr,
+        a3, b3, out3, e["a_scale"], e["b_scale"], e["bias"], out3 if bsum is None else bsum, m, n, k, corr,
         *a3.stride(), *b3.stride(), *out3.stride(),
-        A_UNSIGNED=unsigned, ZERO_CORR=corr != 0, DEQUANT=e["DEQUANT"],
+        A_UNSIGNED=unsigned, ZERO_CORR=mode, DEQUANT=e["DEQUANT"],
         A_SCALE_PER_ROW=e["A_SCALE_PER_ROW"], HAS_BIAS=e["HAS_BIAS"],
     )
     return out3
@@ -80,13 +97,13 @@ def int4_gemm(a3, p3, k, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
 
     g, m, _ = a3.shape
     n = p3.shape[1]
-    unsigned, corr = _zero_point(a3, a_zero)
+    unsigned, corr, mode, bsum = _zero_point(a3, a_zero, lambda: _int4_rowsum(p3))
     e = _epilogue_args(out3, a_scale, b_scale, bias)
     int4_gemm_kernel(
         _grid(m, n, g), a3.device,
-        a3, p3, out3, e["a_scale"], e["b_scale"], e["bias"], m, n, k, corr,
+        a3, p3, out3, e["a_scale"], e["b_scale"], e["bias"], out3 if bsum is None else bsum, m, n, k, corr,
         *a3.stride(), *p3.stride(), *out3.stride(),
-        A_UNSIGNED=unsigned, ZERO_CORR=corr != 0, DEQUANT=e["DEQUANT"],
+        A_UNSIGNED=unsigned, ZERO_CORR=mode, DEQUANT=e["DEQUANT"],
         A_SCALE_PER_ROW=e["A_SCALE_PER_ROW"], HAS_BIAS=e["HAS_BIAS"],
     )
     return out3

@@ -16,7 +16,7 @@ from ._launch import Kernel, prune_by_m
 
 
 def _int4_gemm_kernel(
-    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, bias_ptr,
+    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, bias_ptr, bsum_ptr,
     M, N, K, corr,
     stride_ag, stride_am, stride_ak,
     stride_bg, stride_bn, stride_bk,
@@ -58,11 +58,13 @@ def _int4_gemm_kernel(
         if A_UNSIGNED:
             a = (a.to(tl.int16) - 128).to(tl.int8)
         acc = tl.dot(a, tl.trans(w), acc)
-        if ZERO_CORR:
+        if ZERO_CORR == 1:
             bsum += tl.reduce(w.to(tl.int32), 1, tl.standard._sum_combine)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += HALF_K * stride_bk
-    if ZERO_CORR:
+    if ZERO_CORR == 2:
+        bsum = tl.load(bsum_ptr + g * N + offs_bn)
+    if ZERO_CORR != 0:
         acc += corr * bsum[None, :]
 
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -94,6 +96,6 @@ INT4_CONFIGS = [
 ]
 
 int4_gemm_kernel = Kernel(
-    _int4_gemm_kernel, INT4_CONFIGS, key=["M", "N", "K", "A_UNSIGNED", "DEQUANT"],
+    _int4_gemm_kernel, INT4_CONFIGS, key=["M", "N", "K", "A_UNSIGNED", "ZERO_CORR", "DEQUANT"],
     interp_meta={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2}, prune=prune_by_m,
 )

@@ -17,7 +17,7 @@ from ._launch import Kernel, prune_by_m
 
 
 def _int8_gemm_kernel(
-    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, bias_ptr,
+    a_ptr, b_ptr, c_ptr, a_scale_ptr, b_scale_ptr, bias_ptr, bsum_ptr,
     M, N, K, corr,
     stride_ag, stride_am, stride_ak,
     stride_bg, stride_bn, stride_bk,
@@ -55,11 +55,13 @@ def _int8_gemm_kernel(
         if A_UNSIGNED:
             a = (a.to(tl.int16) - 128).to(tl.int8)  # padded k: b is 0 there
         acc = tl.dot(a, b, acc)
-        if ZERO_CORR:
+        if ZERO_CORR == 1:
             bsum += tl.reduce(b.to(tl.int32), 0, tl.standard._sum_combine)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
-    if ZERO_CORR:
+    if ZERO_CORR == 2:
+        bsum = tl.load(bsum_ptr + g * N + offs_bn)
+    if ZERO_CORR != 0:
         acc += corr * bsum[None, :]
 
     mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
@@ -93,6 +95,6 @@ INT8_CONFIGS = [
 ]
 
 int8_gemm_kernel = Kernel(
-    _int8_gemm_kernel, INT8_CONFIGS, key=["M", "N", "K", "A_UNSIGNED", "DEQUANT"],
+    _int8_gemm_kernel, INT8_CONFIGS, key=["M", "N", "K", "A_UNSIGNED", "ZERO_CORR", "DEQUANT"],
     interp_meta={"BLOCK_M": 16, "BLOCK_N": 16, "BLOCK_K": 32, "GROUP_M": 2}, prune=prune_by_m,
 )
