@@ -329,3 +329,30 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"a_scale of a convolution must be a scalar"):
         K.int8_conv2d(torch.zeros(1, 4, 5, 5, dtype=torch.int8), torch.zeros(6, 4, 3, 3, dtype=torch.int8),
                       torch.ones(2), torch.ones(6))
+
+
+def test_conv_splits_a_batch_too_big_for_one_launch(monkeypatch):
+    from robustart.kernels import conv
+
+    x, w, w4, geo = conv_case(0, CONVS[0])
+    x = torch.cat([x, x.flip(0), x[:1]])  # 5 images
+    o = w.shape[0]
+    xf = torch.randn(5, x.shape[1], 9, 10, generator=gen(7))
+    runs = {
+        "int8": lambda: K.int8_conv2d(x, w, 0.5, torch.ones(o), a_zero=3, backend="triton", **geo),
+        "int4": lambda: K.int4_conv2d(x, K.pack_int4(w4.reshape(o, -1)), w4.shape, 0.5, torch.ones(o),
+                                      a_zero=3, backend="triton", **geo),
+        "binary": lambda: K.binary_conv2d(xf, K.pack_bits(w.reshape(o, -1).float()), w.shape, 0.5,
+                                          torch.ones(o), backend="triton", **geo),
+    }
+    whole = {name: run() for name, run in runs.items()}
+    calls = []
+    real_im2col = conv._im2col
+    monkeypatch.setattr(conv, "_im2col", lambda x, *a: calls.append(x.shape[0]) or real_im2col(x, *a))
+    # room for exactly two images per launch -> launches of 2, 2 and 1 images
+    per_image = 5 * 5 * max(x.shape[1] * 9, o)
+    monkeypatch.setattr(conv, "MAX_ELEMENTS", 2 * per_image)
+    for name, run in runs.items():
+        calls.clear()
+        assert torch.equal(run(), whole[name]), name
+        assert calls == [2, 2, 1], (name, calls)

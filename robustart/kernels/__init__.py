@@ -106,7 +106,7 @@ def _scales(m: int, n: int, device, a_scale, b_scale, bias, out_dtype):
     return f(a_scale), f(b_scale), f(bias)
 
 
-def _check_k(name: str, k, need_cols: int, cols: int, per: int) -> int:
+def _check_k(name: str, k, cols: int, per: int) -> int:
     if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"{name} must be a non-negative int (the unpacked length), got {k!r}")
     if (k + per - 1) // per != cols:
@@ -168,7 +168,7 @@ def _check_int4(a, w_packed, k, a_zero):
     _check("a", a, (torch.int8, torch.uint8), 2)
     _check("w_packed", w_packed, (torch.uint8,), 2)
     _same_device("a", a, w_packed=w_packed)
-    _check_k("k", k, None, w_packed.shape[1], 2)
+    _check_k("k", k, w_packed.shape[1], 2)
     if a.shape[1] != k:
         raise ValueError(f"a must have k={k} columns, got shape {tuple(a.shape)}")
     return _check_zero(a, a_zero)
@@ -211,7 +211,7 @@ def _check_binary(a_bits, b_bits, k):
     if a_bits.shape[1] != b_bits.shape[1]:
         raise ValueError(f"a_bits and b_bits must have the same number of words, got "
                          f"{tuple(a_bits.shape)} and {tuple(b_bits.shape)}")
-    _check_k("k", k, None, a_bits.shape[1], 32)
+    _check_k("k", k, a_bits.shape[1], 32)
 
 
 def binary_gemm_i32(a_bits, b_bits, k: int, backend: str = "auto") -> torch.Tensor:

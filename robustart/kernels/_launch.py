@@ -27,19 +27,22 @@ class Kernel:
 
     def __init__(self, fn, configs, key, interp_meta, prune=None):
         self.name = fn.__name__
-        jitted = triton.jit(fn)
-        self.compiled = triton.autotune(
-            configs=configs, key=key,
-            prune_configs_by={"early_config_prune": prune} if prune else None,
-        )(jitted)
         self.interpreted = InterpretedFunction(fn)
+        if triton.knobs.runtime.interpret:
+            # TRITON_INTERPRET=1 was set: triton.jit would interpret too, so every device does.
+            self.compiled = None
+        else:
+            self.compiled = triton.autotune(
+                configs=configs, key=key,
+                prune_configs_by={"early_config_prune": prune} if prune else None,
+            )(triton.jit(fn))
         self.interp_meta = dict(interp_meta)
 
     def __call__(self, grid, device: torch.device, *args, **kwargs):
         """``grid``: a function of the meta-parameters (block sizes) -> launch grid."""
-        if device.type == "cuda":
+        if device.type == "cuda" and self.compiled is not None:
             self.compiled[grid](*args, **kwargs)
-        elif device.type == "cpu":
+        elif device.type in ("cpu", "cuda"):
             meta = dict(self.interp_meta)
             self.interpreted[grid(meta)](*args, **kwargs, **meta)
         else:

@@ -45,6 +45,16 @@ def _geometry(x, w_shape, stride, padding, dilation, groups):
                 dilation=dilation, groups=groups)
 
 
+# Largest im2col matrix / output per launch: the kernels use 32-bit offsets.
+MAX_ELEMENTS = 2**31 - 1
+
+
+def _batch_chunk(x, geo):
+    """How many images fit one launch (the whole batch unless the im2col matrix gets too big)."""
+    per_image = geo["ho"] * geo["wo"] * max(x.shape[1] * geo["kh"] * geo["kw"], geo["o"])
+    return max(1, MAX_ELEMENTS // per_image)
+
+
 def _im2col(x, geo, pad_value):
     """x [N, C, H, W] -> [N*H'*W', C*kh*kw] in x's dtype, columns ordered (c, i, j) like
     ``w.reshape(O, -1)``."""
@@ -108,6 +118,10 @@ def int8_conv2d(x, w, a_scale, w_scale, bias=None, stride=1, padding=0, dilation
     a_zero = _check_zero(x, a_zero)
     geo = _geometry(x, w.shape, stride, padding, dilation, groups)
     a_scale, w_scale, bias = _check_conv_scales(a_scale, w_scale, bias, geo["o"], x.device, out_dtype)
+    chunk = _batch_chunk(x, geo)
+    if chunk < x.shape[0]:
+        return torch.cat([int8_conv2d(xc, w, a_scale, w_scale, bias, stride, padding, dilation, groups,
+                                      a_zero, backend, out_dtype) for xc in x.split(chunk)])
     cols = _im2col(x, geo, a_zero)
     a3, b3 = _grouped(cols, w.reshape(geo["o"], -1), geo)
     if _resolve_backend(backend, x.device) == "torch" or cols.shape[0] == 0:
@@ -133,6 +147,10 @@ def int4_conv2d(x, w_packed, w_shape, a_scale, w_scale, bias=None, stride=1, pad
         raise ValueError(f"w_packed must be pack_int4(w.reshape(O, -1)) of shape "
                          f"{(geo['o'], (kg + 1) // 2)} for w_shape {tuple(w_shape)}, got {tuple(w_packed.shape)}")
     a_scale, w_scale, bias = _check_conv_scales(a_scale, w_scale, bias, geo["o"], x.device, out_dtype)
+    chunk = _batch_chunk(x, geo)
+    if chunk < x.shape[0]:
+        return torch.cat([int4_conv2d(xc, w_packed, w_shape, a_scale, w_scale, bias, stride, padding, dilation,
+                                      groups, a_zero, backend, out_dtype) for xc in x.split(chunk)])
     cols = _im2col(x, geo, a_zero)
     a3, b3 = _grouped(cols, w_packed, geo)
     if _resolve_backend(backend, x.device) == "torch" or cols.shape[0] == 0:
@@ -164,6 +182,10 @@ def binary_conv2d(x, w_bits, w_shape, a_scale, w_scale, bias=None, stride=1, pad
         raise ValueError(f"w_bits must be pack_bits(w.reshape(O, -1)) of shape "
                          f"{(geo['o'], (kg + 31) // 32)} for w_shape {tuple(w_shape)}, got {tuple(w_bits.shape)}")
     a_scale, w_scale, bias = _check_conv_scales(a_scale, w_scale, bias, geo["o"], x.device, out_dtype)
+    chunk = _batch_chunk(x, geo)
+    if chunk < x.shape[0]:
+        return torch.cat([binary_conv2d(xc, w_bits, w_shape, a_scale, w_scale, bias, stride, padding, dilation,
+                                        groups, backend, out_dtype) for xc in x.split(chunk)])
     g = geo["groups"]
     signs = (x >= 0).to(torch.int8)  # 1 = +1, 0 = -1; padding -> 1 (+1), corrected below
     cols = _im2col(signs, geo, 1)

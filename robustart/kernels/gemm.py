@@ -12,6 +12,15 @@ import inspect
 import torch
 
 
+def _check_offsets(**tensors):
+    # The kernels index with 32-bit offsets (as Triton does for 32-bit strides).
+    for name, t in tensors.items():
+        span = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()) if n > 0)
+        if span >= 2**31:
+            raise ValueError(f"{name} spans {span} elements, more than 32-bit offsets reach; "
+                             "split the batch into smaller calls")
+
+
 def _grid(m, n, g, bm="BLOCK_M", bn="BLOCK_N"):
     return lambda meta: (((m + meta[bm] - 1) // meta[bm]) * ((n + meta[bn] - 1) // meta[bn]), g)
 
@@ -77,6 +86,7 @@ def _int4_rowsum(p3):
 def int8_gemm(a3, b3, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
     from .int8 import int8_gemm_kernel
 
+    _check_offsets(a=a3, b=b3, out=out3)
     g, m, k = a3.shape
     n = b3.shape[1]
     unsigned, corr, mode, bsum = _zero_point(a3, a_zero, lambda: b3.sum(-1, dtype=torch.int32))
@@ -95,6 +105,7 @@ def int8_gemm(a3, b3, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
 def int4_gemm(a3, p3, k, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
     from .int4 import int4_gemm_kernel
 
+    _check_offsets(a=a3, b=p3, out=out3)
     g, m, _ = a3.shape
     n = p3.shape[1]
     unsigned, corr, mode, bsum = _zero_point(a3, a_zero, lambda: _int4_rowsum(p3))
@@ -113,6 +124,7 @@ def int4_gemm(a3, p3, k, out3, a_zero=0, a_scale=None, b_scale=None, bias=None):
 def binary_gemm(a3, b3, k, out3, a_scale=None, b_scale=None, bias=None):
     from .binary import binary_gemm_kernel
 
+    _check_offsets(a=a3, b=b3, out=out3)
     g, m, kw = a3.shape
     n = b3.shape[1]
     e = _epilogue_args(out3, a_scale, b_scale, bias)

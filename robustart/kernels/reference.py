@@ -8,6 +8,8 @@ the order ``((acc * a_scale) * b_scale) + bias`` -- the same order as the Triton
 
 from __future__ import annotations
 
+import sys
+
 import torch
 
 __all__ = [
@@ -71,22 +73,22 @@ def int4_gemm(a, w_packed, k, a_scale, b_scale, bias=None, a_zero: int = 0, out_
     return dequantize(int4_gemm_i32(a, w_packed, k, a_zero), a_scale, b_scale, bias, out_dtype)
 
 
-_BIT_WEIGHTS = {}
-
-
 def pack_bits(x: torch.Tensor) -> torch.Tensor:
     """[R, K] real or integer -> int32 [R, ceil(K/32)]: bit j of word w is 1 where
     ``x[:, 32*w + j] >= 0`` (sign +1) and 0 where it is negative (sign -1); the padding bits of
     the last word are 0."""
+    if sys.byteorder != "little":  # the four bytes below are assembled little-endian
+        raise RuntimeError("pack_bits assumes a little-endian machine")
     r, k = x.shape
     kw = (k + 31) // 32
-    bits = (x >= 0).to(torch.int64)
+    bits = (x >= 0).to(torch.uint8)
     if kw * 32 != k:
         bits = torch.cat([bits, bits.new_zeros(r, kw * 32 - k)], dim=1)
-    shifts = torch.arange(32, device=x.device, dtype=torch.int64)
-    words = (bits.reshape(r, kw, 32) << shifts).sum(-1)  # in [0, 2**32)
-    words = torch.where(words >= 2**31, words - 2**32, words)  # reinterpret as int32
-    return words.to(torch.int32)
+    # one byte per 8 bits (uint8 throughout: memory stays at one byte per element), then the
+    # four bytes of a word are reinterpreted as one int32
+    shifts = torch.arange(8, device=x.device, dtype=torch.uint8)
+    by = (bits.reshape(r, kw * 4, 8) << shifts).sum(-1, dtype=torch.uint8)
+    return by.view(torch.int32).reshape(r, kw)
 
 
 def unpack_bits(bits: torch.Tensor, k: int, dtype=torch.int8) -> torch.Tensor:
