@@ -326,6 +326,11 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"w_packed must be pack_int4"):
         K.int4_conv2d(torch.zeros(1, 4, 5, 5, dtype=torch.int8), torch.zeros(6, 17, dtype=torch.uint8),
                       (6, 4, 3, 3), 1.0, torch.ones(6))
+    with pytest.raises(ValueError, match=r"^K=70000 is too long for exact int32"):
+        K.int8_gemm_i32(torch.zeros(1, 70000, dtype=torch.uint8), torch.zeros(1, 70000, dtype=torch.int8), a_zero=0)
+    with pytest.raises(ValueError, match=r"^w_scale must be a float tensor of shape \[6\]"):
+        K.int8_conv2d(torch.zeros(1, 4, 5, 5, dtype=torch.int8), torch.zeros(6, 4, 3, 3, dtype=torch.int8),
+                      1.0, torch.ones(5))
     with pytest.raises(ValueError, match=r"a_scale of a convolution must be a scalar"):
         K.int8_conv2d(torch.zeros(1, 4, 5, 5, dtype=torch.int8), torch.zeros(6, 4, 3, 3, dtype=torch.int8),
                       torch.ones(2), torch.ones(6))

@@ -26,6 +26,8 @@ Arithmetic (all backends give bit-identical int32 results; the float epilogue is
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 
 from . import reference
@@ -83,7 +85,7 @@ def _check_zero(a: torch.Tensor, a_zero) -> int:
     return a_zero
 
 
-def _scales(m: int, n: int, device, a_scale, b_scale, bias, out_dtype):
+def _scales(m: int, n: int, device, a_scale, b_scale, bias, out_dtype, b_name: str = "b_scale"):
     """-> a_scale (0-d or [m]), b_scale [n], bias [n] or None: float32 on ``device``."""
     if out_dtype not in _OUT_DTYPES:
         raise ValueError(f"out_dtype must be one of {_OUT_DTYPES}, got {out_dtype}")
@@ -96,7 +98,7 @@ def _scales(m: int, n: int, device, a_scale, b_scale, bias, out_dtype):
         raise ValueError(f"a_scale must be a scalar (per tensor) or of shape [{m}] (per row), "
                          f"got {tuple(a_scale.shape)}")
     if not isinstance(b_scale, torch.Tensor) or b_scale.shape != (n,) or not b_scale.is_floating_point():
-        raise ValueError(f"b_scale must be a float tensor of shape [{n}] (one scale per output "
+        raise ValueError(f"{b_name} must be a float tensor of shape [{n}] (one scale per output "
                          f"channel), got {getattr(b_scale, 'shape', b_scale)!r}")
     if bias is not None and (not isinstance(bias, torch.Tensor) or bias.shape != (n,)
                              or not bias.is_floating_point()):
@@ -107,11 +109,21 @@ def _scales(m: int, n: int, device, a_scale, b_scale, bias, out_dtype):
 
 
 def _check_k(name: str, k, cols: int, per: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
         raise ValueError(f"{name} must be a non-negative int (the unpacked length), got {k!r}")
+    k = int(k)
     if (k + per - 1) // per != cols:
         raise ValueError(f"{name}={k} needs {(k + per - 1) // per} packed columns, got {cols}")
     return k
+
+
+def _check_exact_range(a: torch.Tensor, a_zero: int, k: int, w_max: int):
+    """int32 accumulation is exact while K * max|a - a_zero| * max|w| < 2**31."""
+    lo, hi = (0, 255) if a.dtype == torch.uint8 else (-128, 127)
+    a_max = max(abs(lo - a_zero), abs(hi - a_zero))
+    if k * a_max * w_max >= 2**31:
+        raise ValueError(f"K={k} is too long for exact int32 accumulation with these ranges "
+                         f"(K * {a_max} * {w_max} >= 2**31); split K into chunks and add the results")
 
 
 def _empty(m, n, k):
@@ -131,6 +143,7 @@ def int8_gemm_i32(a: torch.Tensor, b: torch.Tensor, backend: str = "auto", *, a_
         raise ValueError(f"a [M, K] and b [N, K] must share K, got a {tuple(a.shape)}, b {tuple(b.shape)}")
     a_zero = _check_zero(a, a_zero)
     (m, k), n = a.shape, b.shape[0]
+    _check_exact_range(a, a_zero, k, 128)
     if _resolve_backend(backend, a.device) == "torch" or _empty(m, n, k):
         return reference.int8_gemm_i32(a, b, a_zero)
     from . import gemm
@@ -154,6 +167,7 @@ def int8_gemm(a, b, a_scale, b_scale, bias=None, a_zero: int = 0, backend: str =
         raise ValueError(f"a [M, K] and b [N, K] must share K, got a {tuple(a.shape)}, b {tuple(b.shape)}")
     a_zero = _check_zero(a, a_zero)
     (m, k), n = a.shape, b.shape[0]
+    _check_exact_range(a, a_zero, k, 128)
     a_scale, b_scale, bias = _scales(m, n, a.device, a_scale, b_scale, bias, out_dtype)
     if _resolve_backend(backend, a.device) == "torch" or _empty(m, n, k):
         return reference.int8_gemm(a, b, a_scale, b_scale, bias, a_zero, out_dtype)
@@ -171,7 +185,9 @@ def _check_int4(a, w_packed, k, a_zero):
     _check_k("k", k, w_packed.shape[1], 2)
     if a.shape[1] != k:
         raise ValueError(f"a must have k={k} columns, got shape {tuple(a.shape)}")
-    return _check_zero(a, a_zero)
+    a_zero = _check_zero(a, a_zero)
+    _check_exact_range(a, a_zero, k, 8)
+    return a_zero
 
 
 def int4_gemm_i32(a, w_packed, k: int, backend: str = "auto", *, a_zero: int = 0) -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import _check, _check_zero, _resolve_backend, _same_device, _scales, reference
+from . import _check, _check_exact_range, _check_zero, _resolve_backend, _same_device, _scales, reference
 
 
 def _pair(name, v):
@@ -101,7 +101,7 @@ def _check_conv_scales(a_scale, w_scale, bias, o, device, out_dtype):
     a_scale = torch.as_tensor(a_scale)
     if a_scale.numel() != 1:
         raise ValueError(f"a_scale of a convolution must be a scalar (per tensor), got shape {tuple(a_scale.shape)}")
-    return _scales(1, o, device, a_scale, w_scale, bias, out_dtype)
+    return _scales(1, o, device, a_scale, w_scale, bias, out_dtype, b_name="w_scale")
 
 
 def int8_conv2d(x, w, a_scale, w_scale, bias=None, stride=1, padding=0, dilation=1, groups=1,
@@ -117,6 +117,7 @@ def int8_conv2d(x, w, a_scale, w_scale, bias=None, stride=1, padding=0, dilation
     _same_device("x", x, w=w)
     a_zero = _check_zero(x, a_zero)
     geo = _geometry(x, w.shape, stride, padding, dilation, groups)
+    _check_exact_range(x, a_zero, geo["cg"] * geo["kh"] * geo["kw"], 128)
     a_scale, w_scale, bias = _check_conv_scales(a_scale, w_scale, bias, geo["o"], x.device, out_dtype)
     chunk = _batch_chunk(x, geo)
     if chunk < x.shape[0]:
@@ -143,6 +144,7 @@ def int4_conv2d(x, w_packed, w_shape, a_scale, w_scale, bias=None, stride=1, pad
     a_zero = _check_zero(x, a_zero)
     geo = _geometry(x, w_shape, stride, padding, dilation, groups)
     kg = geo["cg"] * geo["kh"] * geo["kw"]
+    _check_exact_range(x, a_zero, kg, 8)
     if tuple(w_packed.shape) != (geo["o"], (kg + 1) // 2):
         raise ValueError(f"w_packed must be pack_int4(w.reshape(O, -1)) of shape "
                          f"{(geo['o'], (kg + 1) // 2)} for w_shape {tuple(w_shape)}, got {tuple(w_packed.shape)}")
