@@ -249,6 +249,9 @@ def fmt_table(rows, names, c, membound: bool) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer sizes (4096 and batch 1, 16 only)")
+    ap.add_argument("--sizes", default="1024,2048,4096,8192", help="M = N = K of the compute-bound cases")
+    ap.add_argument("--batches", default="1,4,8,16", help="M of the memory-bound cases")
+    ap.add_argument("--weights", type=int, default=8192, help="N = K of the memory-bound cases")
     ap.add_argument("--no-verify", action="store_true", help="skip the bit-exactness checks before timing")
     ap.add_argument("--smoke", action="store_true", help="tiny exactness run in Triton's interpreter (CPU)")
     ap.add_argument("--compile", type=int, metavar="ARCH", help="compile all configs for sm_ARCH (e.g. 90) and exit")
@@ -272,8 +275,9 @@ def main(argv=None) -> int:
     name = torch.cuda.get_device_name()
     c = ceilings_for(name)
     gen = torch.Generator(device="cuda").manual_seed(0)
-    squares = [4096] if args.quick else [1024, 2048, 4096, 8192]
-    batches = [1, 16] if args.quick else [1, 4, 8, 16]
+    squares = [4096] if args.quick else [int(v) for v in args.sizes.split(",")]
+    batches = [1, 16] if args.quick else [int(v) for v in args.batches.split(",")]
+    nk = args.weights
     names = ["torch fp16", "torch._int_mm", "ours int8->int32", "ours int8", "ours int4", "ours binary"]
 
     hbm_measured = measured_hbm_tbs()
@@ -282,12 +286,12 @@ def main(argv=None) -> int:
         compute.append(run_case(s, s, s, gen, not args.no_verify))
         print(json.dumps(compute[-1]), flush=True)
     for m in batches:
-        r = run_case(m, 8192, 8192, gen, not args.no_verify)
-        r["ceiling_vs_fp16"] = membound_ceilings(m, 8192, 8192, c)
+        r = run_case(m, nk, nk, gen, not args.no_verify)
+        r["ceiling_vs_fp16"] = membound_ceilings(m, nk, nk, c)
         r["weight_gbs"] = {  # weight bytes moved per second (the memory-bound figure of merit)
             nm: b / (r["ms"][nm] * 1e-3) / 1e9 for nm, b in
-            [("torch fp16", 2 * 8192**2), ("ours int8", 8192**2), ("ours int4", 8192**2 / 2),
-             ("ours binary", 8192**2 / 8)]
+            [("torch fp16", 2 * nk**2), ("ours int8", nk**2), ("ours int4", nk**2 / 2),
+             ("ours binary", nk**2 / 8)]
         }
         memory.append(r)
         print(json.dumps(r), flush=True)
@@ -301,7 +305,7 @@ def main(argv=None) -> int:
     for key, label in (("ours int4", "int4"), ("ours binary", "binary")):
         worst = min(r["vs_fp16"][key] for r in memory)
         goal = GOALS[f"{label}_membound"]
-        goals.append((f"{label}-weight >= {goal:g}x fp16 for batch <= 16 (8192x8192 weights), worst batch",
+        goals.append((f"{label}-weight >= {goal:g}x fp16 for batch <= 16 ({nk}x{nk} weights), worst batch",
                       f"{worst:.2f}x", worst >= goal))
 
     date = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
@@ -317,7 +321,7 @@ def main(argv=None) -> int:
         f"- device: {name} ({torch.cuda.get_device_properties(0).multi_processor_count} SMs); host {platform.node()}",
         f"- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v),
         f"- git: {git_info()}",
-        f"- command: `python benchmarks/lowbit_kernels.py{' --quick' if args.quick else ''}`",
+        f"- command: `python benchmarks/lowbit_kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}`",
         "- times: median of triton.testing.do_bench (L2 flushed before each call); every kernel's int32 "
         f"result checked bit for bit first: {'yes' if not args.no_verify else 'no'}",
         "",
@@ -339,7 +343,7 @@ def main(argv=None) -> int:
     else:
         lines += [f"no data-sheet ceilings known for {name!r}; measured copy bandwidth {hbm_measured:.2f} TB/s."]
     lines += ["", "## Compute-bound (M = N = K)", ""] + fmt_table(compute, names, c, False)
-    lines += ["", "## Memory-bound (batch M, 8192 x 8192 weights)", ""] + fmt_table(memory, names, c, True)
+    lines += ["", f"## Memory-bound (batch M, {nk} x {nk} weights)", ""] + fmt_table(memory, names, c, True)
     lines += ["", "Weight bytes streamed per second (GB/s): " + "; ".join(
         f"M={r['M']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["weight_gbs"].items()) for r in memory)]
     lines += ["", "## Goals", "", "| goal | measured | |", "|---|---:|---|"]
