@@ -326,6 +326,14 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"w_packed must be pack_int4"):
         K.int4_conv2d(torch.zeros(1, 4, 5, 5, dtype=torch.int8), torch.zeros(6, 17, dtype=torch.uint8),
                       (6, 4, 3, 3), 1.0, torch.ones(6))
+    with pytest.raises(ValueError, match=r"^w must hold int4 values in \[-8, 7\], got \[-9, 0\]"):
+        K.pack_int4(torch.tensor([[-9, 0]], dtype=torch.int8))
+    with pytest.raises(TypeError, match=r"^w must be a 2-D integer tensor"):
+        K.pack_int4(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"^k=5 needs 3 packed columns, got 2"):
+        K.unpack_int4(torch.zeros(1, 2, dtype=torch.uint8), 5)
+    with pytest.raises(TypeError, match=r"^x must be a 2-D real or integer tensor"):
+        K.pack_bits(torch.zeros(3))
     with pytest.raises(ValueError, match=r"^K=70000 is too long for exact int32"):
         K.int8_gemm_i32(torch.zeros(1, 70000, dtype=torch.uint8), torch.zeros(1, 70000, dtype=torch.int8), a_zero=0)
     with pytest.raises(ValueError, match=r"^w_scale must be a float tensor of shape \[6\]"):

@@ -49,6 +49,11 @@ def int8_gemm(a, b, a_scale, b_scale, bias=None, a_zero: int = 0, out_dtype=torc
 def pack_int4(w: torch.Tensor) -> torch.Tensor:
     """int8 [N, K] in [-8, 7] -> uint8 [N, ceil(K/2)]: element 2j in the low nibble of byte j,
     element 2j+1 in the high nibble (two's complement nibbles); an odd K pads a zero nibble."""
+    if not isinstance(w, torch.Tensor) or w.dim() != 2 or w.is_floating_point() or w.dtype == torch.bool:
+        raise TypeError(f"w must be a 2-D integer tensor [N, K], got {getattr(w, 'dtype', type(w))} "
+                        f"{tuple(getattr(w, 'shape', ()))}")
+    if w.numel() and (int(w.min()) < -8 or int(w.max()) > 7):
+        raise ValueError(f"w must hold int4 values in [-8, 7], got [{int(w.min())}, {int(w.max())}]")
     n, k = w.shape
     w = w.to(torch.int16)
     if k % 2:
@@ -59,6 +64,10 @@ def pack_int4(w: torch.Tensor) -> torch.Tensor:
 
 def unpack_int4(p: torch.Tensor, k: int) -> torch.Tensor:
     """uint8 [N, ceil(k/2)] -> int8 [N, k] (sign-extended nibbles)."""
+    if not isinstance(p, torch.Tensor) or p.dtype != torch.uint8 or p.dim() != 2:
+        raise TypeError(f"p must be a 2-D uint8 tensor from pack_int4, got {getattr(p, 'dtype', type(p))}")
+    if (k + 1) // 2 != p.shape[1]:
+        raise ValueError(f"k={k} needs {(k + 1) // 2} packed columns, got {p.shape[1]}")
     p = p.to(torch.int16)
     lo, hi = p & 0xF, (p >> 4) & 0xF
     w = torch.stack([lo, hi], dim=-1).reshape(p.shape[0], -1)[:, :k]
@@ -77,6 +86,9 @@ def pack_bits(x: torch.Tensor) -> torch.Tensor:
     """[R, K] real or integer -> int32 [R, ceil(K/32)]: bit j of word w is 1 where
     ``x[:, 32*w + j] >= 0`` (sign +1) and 0 where it is negative (sign -1); the padding bits of
     the last word are 0."""
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or x.is_complex():
+        raise TypeError(f"x must be a 2-D real or integer tensor [R, K], got "
+                        f"{getattr(x, 'dtype', type(x))} {tuple(getattr(x, 'shape', ()))}")
     if sys.byteorder != "little":  # the four bytes below are assembled little-endian
         raise RuntimeError("pack_bits assumes a little-endian machine")
     r, k = x.shape
@@ -93,6 +105,10 @@ def pack_bits(x: torch.Tensor) -> torch.Tensor:
 
 def unpack_bits(bits: torch.Tensor, k: int, dtype=torch.int8) -> torch.Tensor:
     """int32 [R, ceil(k/32)] -> [R, k] of +1 / -1 (``dtype``)."""
+    if not isinstance(bits, torch.Tensor) or bits.dtype != torch.int32 or bits.dim() != 2:
+        raise TypeError(f"bits must be a 2-D int32 tensor from pack_bits, got {getattr(bits, 'dtype', type(bits))}")
+    if (k + 31) // 32 != bits.shape[1]:
+        raise ValueError(f"k={k} needs {(k + 31) // 32} words, got {bits.shape[1]}")
     r, kw = bits.shape
     shifts = torch.arange(32, device=bits.device, dtype=torch.int64)
     b = (bits.to(torch.int64).unsqueeze(-1) >> shifts) & 1
