@@ -226,7 +226,7 @@ def compile_check(arch: int) -> int:
         print(f"{kernel.name:20s} {str(cfg.kwargs):70s} w{cfg.num_warps} s{cfg.num_stages} {flags_s:24s} "
               f"regs {regs and regs.group(1)} stack {stack and stack.group(1)} shared {k.metadata.shared} "
               f"{' '.join(uses)}", flush=True)
-    print(f"{len(cases)} configurations compiled for sm_{arch}; {bad} spill registers")
+    print(f"{len(cases)} configurations compiled for sm_{arch}; {bad} of them spill registers")
     return 0
 
 
