@@ -170,6 +170,11 @@ def test_trained_local_entry_round_trips_through_robustart_eval(fashion_mnist, t
     r = runner.invoke(app, [*args[:2], str(out / "entry.json"), *args[3:]])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["metrics"]["top1"] == job["metrics"]["top1"]
+    # noises that cannot apply say why: ImageNet-S decodes files, corruptions need RGB
+    for noise, why in [("imagenet-s", "decodes image files"), ("corruption:gaussian_noise", "need RGB")]:
+        r = runner.invoke(app, ["eval", "--model", "tiny-at", "--data", "fashion-mnist:test", "--limit", "4",
+                                "--noise", noise])
+        assert r.exit_code == 2 and why in r.output, r.output
     # a changed checkpoint is refused by its sha256
     (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:-4] + b"\x00\x00\x00\x01")
     r = runner.invoke(app, args)

@@ -527,6 +527,9 @@ def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
                             "and has none. Use it with an image-file dataset.")
         if source.read is not None:
             workers = 0  # in-memory tensors: worker processes only add start-up time
+        if noise_cfg["name"] == "corruption" and entry.input_size[0] != 3:
+            raise DataError(f"corruptions need RGB images; model {entry.name!r} takes {entry.input_size[0]}-channel "
+                            "images. Use clean, adversarial or precision noises with it.")
         rinfo["workers"] = workers
         store.write_meta(key, meta)
         loader = torch.utils.data.DataLoader(
