@@ -160,7 +160,10 @@ class DotProductDenoise(nn.Module):
 
 class DenoisingBlock(nn.Module):
     """Residual denoising block: x + BN(filter(x)), BN's scale and shift start at zero so the
-    block starts as the identity (Xie et al.); stride 2 resizes the sum bilinearly."""
+    block starts as the identity (Xie et al.); stride 2 resizes the sum bilinearly. The paper's
+    figure of the generic block also wraps the filter with a 1x1 convolution; the public code's
+    `gab_filt` / `dtp_blok` blocks, with which the published genotypes were evaluated, have none,
+    and neither does this one."""
 
     def __init__(self, c: int, stride: int, filt: nn.Module, affine=True):
         super().__init__()

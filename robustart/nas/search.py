@@ -14,9 +14,12 @@ validation images; every sampled arm gets the reward a:
 N counts all trials, n_k the trials of arm k. Sampling by the *lower* bound gives arms that are
 uncertain or poor so far more trials (a fair chance) before the *upper* bound discards the arm
 that is bad even optimistically. It stops when one arm is left on every edge: T * (2 + ... + K)
-trials for K operations. Arms never tried are sampled first (their bounds are undefined at n = 0;
-this is our reading). The paper does not state lambda in the text we could consult; 0.7 here is
-our default (an option). Each node then keeps the incoming edge whose surviving operation has
+trials for K operations. The initial performance m_k,0 is the accuracy of the first trial that
+samples arm k (the paper: sample an operation per edge, train one epoch adversarially, assign
+the validation accuracy to all sampled operations); arms never tried are sampled first, since
+their bounds are undefined at n = 0 (our reading). We could not find the value of lambda in the
+text we could consult; 0.7 is our default (an option). A "trial" here trains for
+budget / trials minibatches rather than a full epoch, so a search fits a small budget. Each node then keeps the incoming edge whose surviving operation has
 the best performance m, giving one input per node as in the published genotypes (the public
 evaluation code's `parse(alpha, k=1)` does the same with its scores).
 """

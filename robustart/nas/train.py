@@ -124,9 +124,11 @@ def model_entry(name: str, arch: str, data_kind: str, in_shape, *, genotype=None
         arch_name, family = base.arch, base.family
         kwargs = dict(base.arch_kwargs)
         kwargs["in_chans"] = c
+    paper = ("Chen et al., Anti-Bandit Neural Architecture Search for Model Defense, ECCV 2020"
+             if family == "nas" else "")
     return ModelEntry(name=name, arch=arch_name, family=family, weights=WeightSource(), input_size=tuple(in_shape),
                       crop_pct=1.0, interpolation="bilinear", mean=mean, std=std, num_classes=10,
-                      tags=tuple(tags), description=description, arch_kwargs=kwargs)
+                      tags=tuple(tags), paper=paper, description=description, arch_kwargs=kwargs)
 
 
 def entry_json(entry, weights_file: str, sha256: str, params: int) -> dict:
