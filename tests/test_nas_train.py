@@ -183,3 +183,15 @@ def test_trained_local_entry_round_trips_through_robustart_eval(fashion_mnist, t
     cfg = TrainConfig(data="fashion-mnist", out=str(out), arch="small_resnet", width=4, epochs=2, train_limit=128)
     with pytest.raises(Exception, match="another configuration"):
         train(cfg, register=False, progress=False)
+
+
+def test_broken_local_entries_are_named_not_fatal(_isolated_home):
+    from robustart.errors import RobustartError
+    from robustart.zoo.registry import get_entry, list_entries
+
+    zoo = _isolated_home / "zoo"
+    zoo.mkdir()
+    (zoo / "broken.json").write_text('{"name": "broken", "arch": "small_resnet"}')
+    with pytest.raises(RobustartError, match="broken.json: not a local model entry"):
+        get_entry("broken")
+    assert "broken" not in {e.name for e in list_entries()}  # the rest of the zoo still lists

@@ -260,6 +260,8 @@ def search(cfg: SearchConfig, *, progress: bool = True) -> dict:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
                         "bandit": json.dumps(bandit.to_dict()), "config": cfg_json}, state_path)
             bar.update(task, advance=1, info=f"arms/edge {bandit.arms} reward {acc:.3f}")
+            if events and progress:
+                bar.console.print(f"trial {t + 1}: abandoned one arm per edge, {bandit.arms} left")
     geno = derive_genotype(bandit, cfg.cells, name=f"searched-{out.name}")
     record = {"genotype": geno.to_dict(), "search": {
         "config": asdict(cfg), "trials": bandit.N, "steps_per_trial": steps, "data": kind,

@@ -257,6 +257,9 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
             row = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen,
                    "seconds": time.perf_counter() - t0, "images_per_s": seen / (time.perf_counter() - t0)}
             _log(log_path, row)
+            if progress:  # a line per epoch also reaches logs that are not terminals
+                bar.console.print(f"{name}: epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.3f} "
+                                  f"train acc {100 * row['train_acc']:.1f}% {row['images_per_s']:.0f} img/s")
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
                         "config": json.dumps(asdict(cfg), sort_keys=True)}, state_path)
     model.eval()

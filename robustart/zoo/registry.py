@@ -235,7 +235,9 @@ def entry_from_json(path: str | Path) -> ModelEntry:
         kw.update({k: d[k] for k in known if k in d})
         return ModelEntry(weights=weights, **kw)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ValueError(
+        from robustart.errors import RobustartError
+
+        raise RobustartError(
             f"{path}: not a local model entry ({type(e).__name__}: {e}). `robustart nas train` writes one "
             "(entry.json next to model.safetensors)."
         ) from None
@@ -253,6 +255,6 @@ def local_entries() -> list[ModelEntry]:
     for name, path in _local_entry_files().items():
         try:
             out.append(entry_from_json(path))
-        except ValueError:
-            continue  # a broken file elsewhere in the folder must not hide the others
+        except Exception:  # a broken file in the folder must not hide the others
+            continue
     return out
