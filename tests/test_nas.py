@@ -55,7 +55,7 @@ def test_gabor_filter_follows_its_formula_and_learns_every_parameter():
     # channel 1, pixel (row 0, col 4): x = 2, y = -2, from the formula in the docstring
     th, psi = g.theta[1].item(), g.psi[1].item()
     sigma = 0.5 + 1.5 * torch.sigmoid(g.sigma[1]).item()
-    gamma = math.exp(float(g.gamma[1]))
+    gamma = math.exp(g.gamma[1].item())
     lam = 2 + 4 * torch.sigmoid(g.lambd[1]).item()
     x, y = 2.0, -2.0
     xr, yr = x * math.cos(th) + y * math.sin(th), -x * math.sin(th) + y * math.cos(th)
