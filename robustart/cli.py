@@ -23,6 +23,8 @@ app.add_typer(zoo_app, name="zoo")
 app.add_typer(results_app, name="results")
 from robustart.imagenet_s.cli import app as imagenet_s_app
 app.add_typer(imagenet_s_app, name="imagenet-s")
+from robustart.nas.cli import app as nas_app  # noqa: E402
+app.add_typer(nas_app, name="nas")
 
 out = Console()
 err = Console(stderr=True)

@@ -25,3 +25,14 @@ def imagenet_sample() -> Path:
     if not path.is_dir() or not any(path.glob("n*_*.JPEG")):
         pytest.skip(f"ROBUSTART_IMAGENET_SAMPLE={value} holds no <wnid>_<name>.JPEG images")
     return path
+
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist() -> Path:
+    """Debian's dataset-fashion-mnist files; tests that need them skip without them."""
+    if not (FASHION_MNIST / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST is not installed in {FASHION_MNIST} (apt-get install dataset-fashion-mnist)")
+    return FASHION_MNIST

@@ -75,9 +75,14 @@ class DataSource:
     # ImageNet-1k indices (sorted) the dataset's classes are restricted to (ImageNet-A/R); the
     # model's logits outside them are masked. None: all classes compete.
     class_subset: tuple[int, ...] | None = None
+    # In-memory datasets (data/arrays.py): sample -> uint8 CHW tensor, instead of decoding a file.
+    read: object = None
+    split: str | None = None
 
     @property
     def name(self) -> str:
+        if self.split:
+            return f"{self.kind}:{self.split}"
         return "builtin" if self.kind == "builtin" else f"{self.kind}:{self.root.name}"
 
     def take(self, limit: int | None) -> list[Sample]:
@@ -213,6 +218,8 @@ def builtin_sample() -> DataSource:
     return DataSource("builtin", Path("builtin"), _sorted(samples), 1000)
 
 
+# Small datasets read into memory whole (data/arrays.py): `fashion-mnist[:split][:PATH]`, `cifar10:PATH[:split]`.
+_ARRAY_DATASETS = ("fashion-mnist", "cifar10")
 _PRERENDERED = ("imagenet-c", "imagenet-a", "imagenet-r", "imagenet-sketch", "imagenetv2")
 _SEVERITY_DIR = re.compile(r"^[1-5]$")
 
@@ -342,12 +349,17 @@ def _detect_prerendered(path: Path, dirs: list[Path]) -> str | None:
 def open_source(spec: str | Path | None = None, *, root: str | Path | None = None) -> DataSource:
     """A data source from a user's `--data`: None/"builtin" -> built-in sample; a file -> labels
     file; a pre-rendered robustness dataset (ImageNet-C/A/R/Sketch/V2, by layout, folder name or
-    a `KIND:PATH` prefix); a folder of class folders -> ImageFolder; a folder of `<wnid>_*.JPEG`
+    a `KIND:PATH` prefix); `fashion-mnist[:train|test][:PATH]` or `cifar10:PATH[:train|test]`
+    (in memory, data/arrays.py); a folder of class folders -> ImageFolder; a folder of `<wnid>_*.JPEG`
     -> flat."""
     if spec is None or str(spec) == "builtin":
         return builtin_sample()
     text = str(spec)
     kind, _, rest = text.partition(":")
+    if kind.lower() in _ARRAY_DATASETS and not Path(text).expanduser().exists():
+        from robustart.data.arrays import open_arrays
+
+        return open_arrays(kind.lower(), rest)
     if kind.lower() in _PRERENDERED and rest and not Path(text).expanduser().exists():
         path = Path(rest).expanduser()
         if not path.is_dir():

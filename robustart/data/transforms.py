@@ -22,3 +22,31 @@ def eval_transform(entry: ModelEntry):
         std=cfg["std"],
         normalize=False,  # ends with a uint8 tensor; the model normalises
     )
+
+
+def array_transform(entry: ModelEntry):
+    """For in-memory datasets (uint8 CHW tensors, data/arrays.py): bring an image to the entry's
+    input geometry. Channels: gray is repeated to RGB, RGB becomes gray with the ITU-R 601-2 luma
+    weights (as PIL's "L"); size: bilinear resize (antialiased) only when it differs. No crop."""
+    c, h, w = entry.input_size
+
+    def transform(x):
+        import torch
+        import torch.nn.functional as F
+
+        if x.ndim != 3:
+            raise ValueError(f"expected a CHW image, got shape {tuple(x.shape)}")
+        if x.shape[0] != c:
+            if x.shape[0] == 1 and c == 3:
+                x = x.expand(3, -1, -1)
+            elif x.shape[0] == 3 and c == 1:
+                wts = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
+                x = (x.float() * wts).sum(0, keepdim=True).round().clamp(0, 255).to(torch.uint8)
+            else:
+                raise ValueError(f"model {entry.name!r} takes {c}-channel images, the data has {x.shape[0]} channels")
+        if tuple(x.shape[1:]) != (h, w):
+            x = F.interpolate(x[None].float(), size=(h, w), mode="bilinear", antialias=True, align_corners=False)[0]
+            x = x.round().clamp(0, 255).to(torch.uint8)
+        return x.contiguous()
+
+    return transform

@@ -58,11 +58,12 @@ class _ImageDataset(torch.utils.data.Dataset):
     noise's `loader` (e.g. another decoder and resizer), each item also carries the noise's own
     image of the sample (or the reason it could not be made)."""
 
-    def __init__(self, samples: list[Sample], indices: list[int], transform, loader=None):
+    def __init__(self, samples: list[Sample], indices: list[int], transform, loader=None, read=None):
         self.samples = samples
         self.indices = indices
         self.transform = transform
         self.loader = loader
+        self.read = read  # in-memory datasets: sample -> uint8 CHW tensor (no file to decode)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -70,7 +71,10 @@ class _ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, j: int):
         i = self.indices[j]
         try:
-            img, note = load_rgb(self.samples[i].path)
+            if self.read is not None:
+                img, note = self.read(self.samples[i]), ""
+            else:
+                img, note = load_rgb(self.samples[i].path)
             x = self.transform(img)
         except BadImageError as e:
             return i, None, str(e), "", None
@@ -84,9 +88,11 @@ class _ImageDataset(torch.utils.data.Dataset):
             return i, None, f"{type(e).__name__} in the noise's image pipeline: {e}", note, None
 
 
-def entry_transform(entry):
-    from robustart.data.transforms import eval_transform
+def entry_transform(entry, source: DataSource | None = None):
+    from robustart.data.transforms import array_transform, eval_transform
 
+    if source is not None and source.read is not None:  # in-memory images: the entry's geometry, no crop
+        return array_transform(entry)
     return eval_transform(entry)
 
 
@@ -516,11 +522,20 @@ def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
             workers = 0 if len(indices) <= 16 else min(4, os.cpu_count() or 1)
         if noise is not None and noise.loader is not None and noise.loader_in_main_process:
             workers = 0
+        if noise is not None and noise.loader is not None and source.read is not None:
+            raise DataError(f"noise {noise_cfg['name']!r} decodes image files; dataset {source.name} is in memory "
+                            "and has none. Use it with an image-file dataset.")
+        if source.read is not None:
+            workers = 0  # in-memory tensors: worker processes only add start-up time
+        if noise_cfg["name"] == "corruption" and entry.input_size[0] != 3:
+            raise DataError(f"corruptions need RGB images; model {entry.name!r} takes {entry.input_size[0]}-channel "
+                            "images. Use clean, adversarial or precision noises with it.")
         rinfo["workers"] = workers
         store.write_meta(key, meta)
         loader = torch.utils.data.DataLoader(
-            _ImageDataset(samples, indices, entry_transform(entry),
-                          noise.loader(entry) if noise is not None and noise.loader is not None else None),
+            _ImageDataset(samples, indices, entry_transform(entry, source),
+                          noise.loader(entry) if noise is not None and noise.loader is not None else None,
+                          read=source.read),
             batch_size=batch_size,
             shuffle=False,
             num_workers=workers,

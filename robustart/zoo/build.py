@@ -48,6 +48,9 @@ class ZooModel(nn.Module):
 def build_network(entry: ModelEntry) -> nn.Module:
     import timm
 
+    if not timm.is_model(entry.arch):
+        import robustart.nas.models  # noqa: F401  (registers the nas architectures with timm)
+
     return timm.create_model(
         entry.arch, pretrained=False, num_classes=entry.num_classes, **entry.arch_kwargs
     )
@@ -81,10 +84,11 @@ def load_model(
     if pretrained:
         path = W.fetch(entry, cache_dir=cache_dir, progress=progress)
         sha = W.file_sha256(path)
-        if entry.weights.kind == "package" and not W.sha256_matches(sha, entry.weights.sha256):
+        if entry.weights.kind in ("package", "file") and not W.sha256_matches(sha, entry.weights.sha256):
             raise W.ChecksumError(
-                f"model {entry.name!r}: the checkpoint shipped in {entry.weights.package} has sha256 "
-                f"{sha}, expected {entry.weights.sha256}. Reinstall that package."
+                f"model {entry.name!r}: the checkpoint {path} has sha256 {sha}, expected "
+                f"{entry.weights.sha256}. " + ("Reinstall that package." if entry.weights.package else
+                                               "It changed since its entry was written; retrain or fix the entry.")
             )
         load_weights_into(net, entry, path)
     model = ZooModel(net, entry, sha)

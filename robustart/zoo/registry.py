@@ -41,6 +41,8 @@ class WeightSource:
     # An installed Python package that ships the checkpoint, and the file inside it.
     package: str | None = None
     package_file: str | None = None
+    # A checkpoint on local disk (a local entry, e.g. written by `robustart nas train`).
+    file: str | None = None
     # How the checkpoint's keys map onto the timm architecture: "timm" (same keys) or
     # "by_order" (same tensors in the same order, other names; see zoo/weights.py).
     key_map: str = "timm"
@@ -53,6 +55,8 @@ class WeightSource:
             return "hf_hub"
         if self.url:
             return "url"
+        if self.file:
+            return "file"
         return "none"
 
     def describe(self) -> str:
@@ -61,6 +65,8 @@ class WeightSource:
         if self.hf_hub_id:
             rev = f"@{self.revision}" if self.revision else ""
             return f"hf://{self.hf_hub_id}/{self.hf_filename}{rev}"
+        if self.file:
+            return f"file {self.file}"
         return self.url or "(no weights)"
 
     def package_path(self) -> Path | None:
@@ -143,6 +149,7 @@ def unregister(name: str) -> None:
 
 def _ensure_loaded() -> None:
     if not _REGISTRY:
+        from robustart.nas import entries as _nas  # noqa: F401  (the nas family)
         from robustart.zoo import entries  # noqa: F401  (registers the built-in entries)
 
 
@@ -151,7 +158,10 @@ def get_entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+        local = _local_entry(name)
+        if local is not None:
+            return local
+        close = difflib.get_close_matches(name, list(_REGISTRY) + list(_local_entry_files()), n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise UnknownModelError(
             f"Unknown model {name!r}.{hint} `robustart zoo list` shows every model."
@@ -173,7 +183,7 @@ def list_entries(
         raise ValueError(f"Unknown family {family!r}; choose one of {', '.join(FAMILIES)}.")
     tags = tuple(tags)
     out = []
-    for e in _REGISTRY.values():
+    for e in list(_REGISTRY.values()) + local_entries():
         if family and e.family != family:
             continue
         if any(t not in e.tags for t in tags):
@@ -189,3 +199,62 @@ def list_entries(
 def all_tags() -> list[str]:
     _ensure_loaded()
     return sorted({t for e in _REGISTRY.values() for t in e.tags})
+
+
+# --------------------------------------------------------------------------- local entries
+# A local entry is a JSON file (as `robustart nas train` writes) describing a model whose
+# checkpoint is on local disk: `$ROBUSTART_HOME/zoo/<name>.json`, or any path ending in .json
+# given as the model name. The checkpoint's sha256 is in the entry and is checked on load.
+
+
+def _local_entry_files() -> dict[str, Path]:
+    from robustart import settings
+
+    folder = settings.home() / "zoo"
+    return {p.stem: p for p in sorted(folder.glob("*.json"))} if folder.is_dir() else {}
+
+
+def entry_from_json(path: str | Path) -> ModelEntry:
+    """A ModelEntry from a local entry JSON; a relative weights file is relative to the JSON."""
+    import json
+
+    path = Path(path).expanduser()
+    try:
+        d = json.loads(path.read_text())
+        w = dict(d.pop("weights"))
+        file = w.get("file")
+        if not file:
+            raise ValueError("weights.file is missing")
+        if not Path(file).is_absolute():
+            w["file"] = str((path.parent / file).resolve())
+        weights = WeightSource(file=w["file"], sha256=w.get("sha256"))
+        kw = {k: d[k] for k in ("input_size", "mean", "std", "tags") if k in d}
+        kw = {k: tuple(v) for k, v in kw.items()}
+        known = {"name", "arch", "family", "crop_pct", "interpolation", "num_classes", "params", "license",
+                 "paper", "description", "arch_kwargs"}
+        kw.update({k: d[k] for k in known if k in d})
+        return ModelEntry(weights=weights, **kw)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        from robustart.errors import RobustartError
+
+        raise RobustartError(
+            f"{path}: not a local model entry ({type(e).__name__}: {e}). `robustart nas train` writes one "
+            "(entry.json next to model.safetensors)."
+        ) from None
+
+
+def _local_entry(name: str) -> ModelEntry | None:
+    if name.endswith(".json") and Path(name).expanduser().is_file():
+        return entry_from_json(name)
+    path = _local_entry_files().get(name)
+    return entry_from_json(path) if path is not None else None
+
+
+def local_entries() -> list[ModelEntry]:
+    out = []
+    for name, path in _local_entry_files().items():
+        try:
+            out.append(entry_from_json(path))
+        except Exception:  # a broken file in the folder must not hide the others
+            continue
+    return out

