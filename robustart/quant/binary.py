@@ -92,6 +92,21 @@ class SignSTE(torch.autograd.Function):
         return g * (x.abs() <= 1).to(g.dtype)
 
 
+class SignClipScaled(torch.autograd.Function):
+    """sign forward; backward 1{|w| <= 1} / alpha: with the layer's `* alpha` after the conv,
+    W gets exactly ReActNet's gradient, that of clamp(W, -1, 1) (alpha detached)."""
+
+    @staticmethod
+    def forward(ctx, w, inv_alpha):
+        ctx.save_for_backward(w, inv_alpha)
+        return sign(w)
+
+    @staticmethod
+    def backward(ctx, g):
+        w, inv_alpha = ctx.saved_tensors
+        return g * (w.abs() <= 1).to(g.dtype) * inv_alpha, None
+
+
 class SignTanh(torch.autograd.Function):
     """sign forward; backward d/dx [k tanh(t x / s)] * s = k t (1 - tanh^2(t x / s)).
     IR-Net's EDE with s = 1; DIR-Net-style DTE with s = the per-channel std of x."""
@@ -120,21 +135,6 @@ class SignApprox(torch.autograd.Function):
     def backward(ctx, g):
         (x,) = ctx.saved_tensors
         return g * (2 - 2 * x.abs()).clamp_min(0)
-
-
-class ScaledSignClip(torch.autograd.Function):
-    """alpha * sign(w) forward (alpha given, no gradient); backward the gradient of clamp(w, -1, 1)
-    (ReActNet's weight estimator, written as a function so the forward is exactly +-alpha)."""
-
-    @staticmethod
-    def forward(ctx, w, alpha):
-        ctx.save_for_backward(w)
-        return alpha * sign(w)
-
-    @staticmethod
-    def backward(ctx, g):
-        (w,) = ctx.saved_tensors
-        return g * (w.abs() <= 1).to(g.dtype), None
 
 
 def ede_schedule(progress: float, t_min: float = 0.1, t_max: float = 10.0) -> tuple[float, float]:
@@ -206,22 +206,28 @@ class BinaryMixin:
             return torch.pow(2.0, torch.round(torch.log2(mean_abs))).detach()
         return mean_abs.detach()  # reactnet, dirnet
 
-    def binary_weight(self) -> torch.Tensor:
-        """The weight used in the forward pass: exactly +-alpha per output channel, with the
-        method's gradient to the latent full-precision weight."""
+    def scale_and_signs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(alpha [out], +-1 signs shaped as the weight), each with the method's gradient to the
+        latent full-precision weight. Layers compute conv(x_b, signs) * alpha: the conv of +-1
+        values is an exact integer in float32, so the result matches the XNOR/popcount kernels."""
         w, m = self.weight, self.method
-        if m == "bnn":
-            return SignSTE.apply(w)
-        if m == "xnor":
-            return self._view(self._alpha(w)) * SignSTE.apply(w)
+        if m in ("bnn", "xnor"):  # the clipped STE; XNOR's alpha keeps its gradient
+            return self._alpha(w), SignSTE.apply(w)
         if m == "reactnet":
-            return ScaledSignClip.apply(w, self._view(self._alpha(w)))
+            alpha = self._alpha(w)
+            return alpha, SignClipScaled.apply(w, self._view(1 / alpha.clamp_min(1e-12)))
         # irnet (EDE) / dirnet (DTE): standardised weights have unit std per channel, so the
         # distribution-sensitive width of DTE is 1 here.
         ws = self.standardized_weight()
         k, t = self.ede.tolist()
         one = torch.ones((), dtype=ws.dtype, device=ws.device)
-        return self._view(self._alpha(ws)) * SignTanh.apply(ws, k, t, one)
+        return self._alpha(ws), SignTanh.apply(ws, k, t, one)
+
+    def binary_weight(self) -> torch.Tensor:
+        """The binarized weight: exactly +-alpha per output channel, with the method's gradient
+        to the latent full-precision weight."""
+        alpha, signs = self.scale_and_signs()
+        return self._view(alpha) * signs
 
     def weight_signs(self) -> torch.Tensor:
         """+-1 signs of the binarized weight (for bit packing)."""
@@ -242,6 +248,24 @@ class BinaryMixin:
         if m == "irnet":
             return SignTanh.apply(x, k, t, torch.ones((), dtype=x.dtype, device=x.device))
         return SignTanh.apply(x, k, t, _channel_std(x))  # dirnet: distribution-sensitive
+
+    # ---- the binary kernel path
+
+    kernel_backend: str | None = None  # set by `use_kernels`
+
+    def _packed_weight(self, backend_module):
+        signs = self.weight_signs()
+        return backend_module.pack_bits(signs.reshape(signs.shape[0], -1)), self.alpha().float()
+
+    def _shifted(self, x: torch.Tensor) -> torch.Tensor:
+        if self.method == "reactnet":
+            return x + self.shift.view((1, -1) + (1,) * (x.dim() - 2))
+        return x
+
+    def _use_kernel(self) -> bool:
+        # the kernels compute no gradient: with autograd on (training, attacks) the fake path
+        # runs, which gives the same numbers
+        return self.kernel_backend is not None and not torch.is_grad_enabled()
 
     def set_progress(self, progress: float, t_min: float = 0.1, t_max: float = 10.0) -> None:
         self.ede.copy_(torch.tensor(ede_schedule(progress, t_min, t_max)))
@@ -284,13 +308,32 @@ class BinaryConv2d(BinaryMixin, nn.Conv2d):
         new.train(conv.training)
         return new
 
+    def kernel_forward(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """The same output from robustart.kernels.binary_conv2d: bit-packed signs, XNOR and
+        popcount, then alpha per output channel and the bias."""
+        from robustart import kernels as K
+
+        if self.same_pad:
+            raise ValueError("the binary kernel path does not take TF 'same' padding (timm Conv2dSame)")
+        w_bits, alpha = self._packed_weight(K)
+        out = K.binary_conv2d(self._shifted(x), w_bits, tuple(self.weight.shape), 1.0, alpha, self.bias,
+                              stride=self.stride, padding=self.padding, dilation=self.dilation,
+                              groups=self.groups, backend=backend)
+        return out.to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xb, wb = self.binarize_input(x), self.binary_weight()
+        if self._use_kernel():
+            return self.kernel_forward(x, self.kernel_backend)
+        xb = self.binarize_input(x)
+        alpha, signs = self.scale_and_signs()
         if self.same_pad:
             from timm.layers import conv2d_same
 
-            return conv2d_same(xb, wb, self.bias, self.stride, (0, 0), self.dilation, self.groups)
-        return F.conv2d(xb, wb, self.bias, self.stride, self.padding, self.dilation, self.groups)
+            y = conv2d_same(xb, signs, None, self.stride, (0, 0), self.dilation, self.groups)
+        else:
+            y = F.conv2d(xb, signs, None, self.stride, self.padding, self.dilation, self.groups)
+        y = y * alpha.view(1, -1, 1, 1)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
 
 class BinaryLinear(BinaryMixin, nn.Linear):
@@ -311,8 +354,22 @@ class BinaryLinear(BinaryMixin, nn.Linear):
         new.train(lin.training)
         return new
 
+    def kernel_forward(self, x: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+        """The same output from robustart.kernels.binary_gemm (XNOR and popcount on bit-packed
+        signs of inputs and weights, then alpha per output and the bias)."""
+        from robustart import kernels as K
+
+        w_bits, alpha = self._packed_weight(K)
+        flat = self._shifted(x).reshape(-1, self.in_features)
+        out = K.binary_gemm(K.pack_bits(flat), w_bits, self.in_features, 1.0, alpha, self.bias, backend=backend)
+        return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.binarize_input(x), self.binary_weight(), self.bias)
+        if self._use_kernel():
+            return self.kernel_forward(x, self.kernel_backend)
+        alpha, signs = self.scale_and_signs()
+        y = F.linear(self.binarize_input(x), signs) * alpha
+        return y if self.bias is None else y + self.bias
 
 
 class RPReLU(nn.Module):
@@ -350,6 +407,16 @@ def set_progress(net: nn.Module, progress: float, t_min: float = 0.1, t_max: flo
     """Move every EDE/DTE estimator of `net` to training progress in [0, 1]."""
     for m in binary_layers(net):
         m.set_progress(progress, t_min, t_max)
+
+
+def use_kernels(net: nn.Module, backend: str | None = "auto") -> nn.Module:
+    """Run the binarized layers of `net` on robustart.kernels (backend "auto", "triton" or
+    "torch") whenever autograd is off; None switches back to the fake-binarized forward."""
+    if backend is not None and backend not in ("auto", "triton", "torch"):
+        raise ValueError(f"backend must be 'auto', 'triton', 'torch' or None, got {backend!r}")
+    for m in binary_layers(net):
+        m.kernel_backend = backend
+    return net
 
 
 def binarize_model(
