@@ -284,7 +284,7 @@ def test_resume_gives_the_same_state(tmp_path, imagenet_sample):
     with pytest.raises(_Interrupted):  # dies during step 4 (the second epoch starts at step 5)
         train_binary(resumed, teacher, _StopAfter(data, 3), checkpoint=tmp_path / "b.pt",
                      checkpoint_every=2, **kw)
-    assert torch.load(tmp_path / "b.pt", weights_only=False)["step"] == 2
+    assert torch.load(tmp_path / "b.pt", weights_only=True)["step"] == 2
     fresh = copy.deepcopy(student0)  # a new process: the state comes from the checkpoint only
     r2 = train_binary(fresh, teacher, data, checkpoint=tmp_path / "b.pt", checkpoint_every=2, **kw)
     assert r2.step == 6 and r2.losses == r1.losses

@@ -47,6 +47,11 @@ What `binarize_model` replaces, and why:
     the papers' ResNets use) or RPReLU (ReActNet). Without this a binarized conv after a ReLU
     would see sign(relu(x)) = +1 everywhere: no information at all.
 Zero padding pads the binarized input with 0, as the reference implementations do.
+
+Layers compute conv(sign(x), signs) * alpha + bias: the conv of +-1 values is an exact integer
+in float32, so `use_kernels(net)` (robustart.kernels' XNOR/popcount `binary_gemm` and
+`binary_conv2d`, run whenever autograd is off) gives the same logits up to rounding of the
+epilogue. With autograd on (training, gradient attacks) the fake-binarized forward runs.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ def train_binary(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     rng_state = None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
         if state["config"] != asdict(cfg):
             raise ValueError(
                 f"checkpoint {ckpt} was made with {state['config']}, not {asdict(cfg)}; "
@@ -266,6 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
     import copy
 
+    from robustart.errors import RobustartError
     from robustart.quant.binary import METHODS, binarize_model
     from robustart.zoo.build import load_model
 
@@ -283,12 +284,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", required=True, help="checkpoint file (resumes when it exists)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = ap.parse_args(argv)
-    teacher = load_model(a.model)
-    student = copy.deepcopy(teacher)
-    binarize_model(student.net, a.method)
-    data = image_batches(teacher, a.data, limit=a.limit, batch_size=a.batch_size)
-    r = train_binary(student, teacher, data, epochs=a.epochs, steps=a.steps, lr=a.lr, kd_weight=a.kd_weight,
-                     temperature=a.temperature, checkpoint=a.out, device=a.device)
+    try:
+        teacher = load_model(a.model)
+        student = copy.deepcopy(teacher)
+        binarize_model(student.net, a.method)
+        data = image_batches(teacher, a.data, limit=a.limit, batch_size=a.batch_size)
+        r = train_binary(student, teacher, data, epochs=a.epochs, steps=a.steps, lr=a.lr,
+                         kd_weight=a.kd_weight, temperature=a.temperature, checkpoint=a.out, device=a.device)
+    except (ValueError, RobustartError) as e:
+        ap.exit(2, f"error: {e}\n")
     print(f"{r.step} steps; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; checkpoint {a.out}")
 
 
