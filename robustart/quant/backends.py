@@ -195,14 +195,14 @@ def _triton(layer, x: torch.Tensor) -> torch.Tensor:
     if layer.kind == "conv":
         padding = 0 if layer.same_pad else L.padding
         kw = dict(bias=bias, stride=L.stride, padding=padding, dilation=L.dilation, groups=L.groups, a_zero=zp,
-                  backend="auto")
+                  backend="triton")
         if four:
             return K.int4_conv2d(a_t, w, tuple(layer.w_int.shape), a_scale, w_scale, **kw).to(x.dtype)
         return K.int8_conv2d(a_t, w, a_scale, w_scale, **kw).to(x.dtype)
     shape = a_t.shape
     a2 = a_t.reshape(-1, shape[-1])
     if four:
-        y = K.int4_gemm(a2, w, shape[-1], a_scale, w_scale, bias=bias, a_zero=zp, backend="auto")
+        y = K.int4_gemm(a2, w, shape[-1], a_scale, w_scale, bias=bias, a_zero=zp, backend="triton")
     else:
-        y = K.int8_gemm(a2, w, a_scale, w_scale, bias=bias, a_zero=zp, backend="auto")
+        y = K.int8_gemm(a2, w, a_scale, w_scale, bias=bias, a_zero=zp, backend="triton")
     return y.reshape(*shape[:-1], y.shape[-1]).to(x.dtype)

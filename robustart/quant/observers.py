@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 SAMPLE_SIZE = 1 << 18  # values kept per observed tensor for percentile / MSE
-MSE_GRID = torch.linspace(0.3, 1.0, 36)
+MSE_GRID = torch.linspace(0.02, 1.0, 50)  # clip fractions tried
 
 
 def qrange(bits: int, symmetric: bool) -> tuple[int, int]:
