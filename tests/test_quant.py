@@ -371,3 +371,20 @@ def test_precision_suite_records_across_backends(imagenet_sample, tmp_path):
     assert set(q["top1"]) == {"w8a8/fake", "w8a8/cpu-int8"}
     assert q["acc_delta"]["w8a8/fake"] == pytest.approx(q["top1"]["w8a8/fake"] - res.jobs[0].metrics["clean_top1"])
     assert all(j.meta["calibration"]["n"] == 4 for j in res.jobs)
+
+
+def test_binary_forms_go_through_binarize_model(imagenet_sample, tmp_path):
+    from robustart.engine.evaluate import evaluate
+    from robustart.quant.binary import METHODS
+    from robustart.zoo.registry import get_entry
+
+    e = get_entry("efficientnet_lite0@binary-bnn")
+    assert e.form == "binary" and e.quant == {"method": "bnn"} and e.spec == "efficientnet_lite0@binary-bnn"
+    with pytest.raises(FormError, match="Methods: " + ", ".join("binary-" + m for m in METHODS)):
+        get_entry("efficientnet_lite0@binary-foo")
+    fp = evaluate("efficientnet_lite0", imagenet_sample, limit=2, store=tmp_path, progress=False)
+    res = evaluate("efficientnet_lite0@binary-bnn", imagenet_sample, limit=2, store=tmp_path, progress=False)
+    cfg = res.meta["config"]
+    assert cfg["model"]["form"] == "binary" and cfg["model"]["quant"] == {"method": "bnn"}
+    assert res.key != fp.key
+    assert (res.records["prob"].values != fp.records["prob"].values).all()  # the network changed
