@@ -33,7 +33,11 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "ptq_accuracy.md"))
     ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--speed", action="store_true",
+                    help="instead: time one forward pass of fp, w8a8 fake and w8a8 cpu-int8 (batch 32)")
     args = ap.parse_args()
+    if args.speed:
+        return speed(args)
 
     import robustart
     from robustart.engine.env import cpu_model, versions
@@ -44,11 +48,18 @@ def main() -> None:
     if not data:
         sys.exit("set ROBUSTART_IMAGENET_SAMPLE to the 1000-image ImageNet sample folder")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    # most telling first: each row is written as soon as it is done
-    specs = [("fp", "efficientnet_lite0")]
-    specs += [(f"{f} minmax", f"efficientnet_lite0@{f}") for f in FORMS]
-    specs += [(f"{r.split(':')[0]} mse + reconstruction", f"efficientnet_lite0@{r}") for r in RECON]
-    specs += [(f"{f} {o}", f"efficientnet_lite0@{f}:observer={o}") for o in OBSERVERS[1:] for f in FORMS]
+    # most telling first (each row is written as soon as it is done): W8A8 by every observer,
+    # then the 4-bit forms with and without reconstruction, then the rest
+    def name_of(f, o):
+        return f"efficientnet_lite0@{f}" + ("" if o == "minmax" else f":observer={o}")
+
+    specs = [("fp", "efficientnet_lite0")] + [(f"w8a8 {o}", name_of("w8a8", o)) for o in OBSERVERS]
+    for f in ("w4a4", "w4a8"):
+        specs += [(f"{f} minmax", name_of(f, "minmax"))]
+        specs += [(f"{r.split(':')[0]} mse + reconstruction", f"efficientnet_lite0@{r}") for r in RECON
+                  if r.startswith(f)]
+    specs += [("w6a6 minmax", name_of("w6a6", "minmax"))]
+    specs += [(f"{f} {o}", name_of(f, o)) for f in ("w6a6", "w4a4", "w4a8") for o in OBSERVERS[1:]]
     rows = []
     for label, spec in specs:
         t0 = time.perf_counter()
@@ -99,7 +110,57 @@ def _write(rows, args, robustart, cpu_model, versions) -> None:
         lines.append(f"| {form} | {how or '-'} | `{spec}` | {top1:.1f} | "
                      f"{'-' if held != held else f'{held:.1f}'} | {'-' if form == 'fp' else f'{top1 - fp:+.1f}'} |")
     lines += ["", f"n = {rows[0][4]} images; fp top-1 {fp:.1f}%."]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    p = Path(args.out)
+    old = p.read_text() if p.is_file() else ""
+    keep = old[old.index("\n## Forward time"):] if "\n## Forward time" in old else ""  # from --speed
+    p.write_text("\n".join(lines) + "\n" + keep)
+
+
+def speed(args) -> None:
+    """Median wall time of a batch-32 forward pass: fp, W8A8 fake quant, W8A8 cpu-int8."""
+    import copy
+    import statistics
+
+    from robustart.data.sources import open_source
+    from robustart.engine.env import cpu_model
+    from robustart.quant import backends as B
+    from robustart.quant.forms import calibration_set, quantize_zoo_model
+    from robustart.zoo.build import load_model
+    from robustart.zoo.registry import get_entry
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    src = open_source(os.environ["ROBUSTART_IMAGENET_SAMPLE"])
+    e = get_entry("efficientnet_lite0@w8a8")
+    fp = load_model("efficientnet_lite0", progress=False)
+    q = copy.deepcopy(fp)
+    q.entry = e
+    cal = calibration_set(e.quant, src)
+    quantize_zoo_model(q, e.quant, cal)
+    qi = B.set_backend(copy.deepcopy(q), "cpu-int8")
+    x = torch.rand(32, 3, 224, 224)
+    out = []
+    for name, m in (("fp32", fp), ("w8a8 fake", q), ("w8a8 cpu-int8", qi)):
+        ts = []
+        with torch.inference_mode():
+            m(x[:4])
+            for _ in range(3):
+                t0 = time.perf_counter()
+                m(x)
+                ts.append(time.perf_counter() - t0)
+        out.append((name, statistics.median(ts)))
+        print(name, f"{statistics.median(ts):.2f}s", flush=True)
+    lines = ["", "## Forward time, batch 32 at 224x224 (median of 3)", "",
+             f"- {cpu_model()}, {torch.get_num_threads()} threads, shared with other work (numbers are rough);",
+             f"  `OMP_NUM_THREADS={torch.get_num_threads()} python benchmarks/ptq_accuracy.py --speed`",
+             "- cpu-int8 quantizes each layer's input and requantizes its output around"
+             " `torch.ops.quantized` conv2d/linear (x86 engine); BatchNorm and activations run in float"
+             " between them, so this is not a fused int8 deployment.", "",
+             "| model | s / batch | img/s |", "|---|---:|---:|"]
+    lines += [f"| {n} | {t:.2f} | {32 / t:.1f} |" for n, t in out]
+    p = Path(args.out)
+    text = p.read_text() if p.is_file() else ""
+    text = text.split("\n## Forward time")[0].rstrip("\n") + "\n"
+    p.write_text(text + "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
