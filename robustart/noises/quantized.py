@@ -145,7 +145,7 @@ class QuantPrecisionNoise(Noise):
                 "fake_logit_mean_diff": df.mean(1).tolist()}
 
     def job_checks(self) -> dict:
-        return {"quant": self._info, "gradients": "n/a (no attack)"}
+        return {"quant": self._info}
 
 
 def summarize(results) -> dict:

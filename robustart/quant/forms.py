@@ -24,6 +24,9 @@ import torch
 from robustart.quant.qconfig import QuantConfig
 
 CALIB_ENV = "ROBUSTART_CALIB_DATA"
+# Bump when calibration / reconstruction / the cached state changes meaning: old caches are then
+# not reused (they are also keyed by robustart's version).
+CACHE_FORMAT = 1
 
 
 @dataclass
@@ -92,7 +95,7 @@ def cache_key(entry, weights_sha256: str | None, qcfg: QuantConfig, calib: Calib
 
     return stable_hash({"model": entry.name, "arch": entry.arch, "weights_sha256": weights_sha256,
                         "quant": qcfg.to_dict(), "calibration": calib.describe(),
-                        "robustart": robustart.__version__})
+                        "robustart": robustart.__version__, "format": CACHE_FORMAT})
 
 
 def quantize_zoo_model(model, qcfg: QuantConfig, calib: CalibSet, *, use_cache: bool = True,
