@@ -107,7 +107,7 @@ def lite0(imagenet_sample):
     x = evald.load(fp.entry)
     with torch.no_grad():
         ref = fp(x)
-    forms = {f: _lite0_form(f"efficientnet_lite0@{f}:calib=16", src) for f in ("w8a8", "w6a6", "w4a8", "w4a4")}
+    forms = {f: _lite0_form(f"efficientnet_lite0@{f}:calib=8", src) for f in ("w8a8", "w6a6", "w4a8", "w4a4")}
     return {"fp": fp, "x": x, "ref": ref, "forms": forms, "src": src}
 
 
