@@ -383,3 +383,17 @@ def test_binary_forms_go_through_binarize_model(imagenet_sample, tmp_path):
     assert cfg["model"]["form"] == "binary" and cfg["model"]["quant"] == {"method": "bnn"}
     assert res.key != fp.key
     assert (res.records["prob"].values != fp.records["prob"].values).all()  # the network changed
+
+
+def test_load_model_builds_the_quantized_form(monkeypatch):
+    import robustart
+    from robustart.errors import DataError
+
+    monkeypatch.delenv("ROBUSTART_CALIB_DATA", raising=False)
+    with pytest.raises(DataError, match="calibration images"):
+        robustart.load_model("efficientnet_lite0@w8a8", progress=False)
+    m = robustart.load_model("efficientnet_lite0@w8a8:calib_data=builtin", progress=False)
+    fp = robustart.load_model("efficientnet_lite0", progress=False)
+    n_fp = sum(isinstance(x, (nn.Conv2d, nn.Linear)) for x in fp.modules())
+    assert len(Q.quant_layers(m)) == n_fp and m.quant_info["calibration"]["data"] == "builtin"
+    assert all(layer.act.scale.item() != 1.0 for layer in Q.quant_layers(m))  # calibrated
