@@ -17,15 +17,17 @@ Methods (`METHODS`), each as its paper defines weights, activations and gradient
             (a bit shift, no multiply). EDE: forward sign, backward the derivative of
             k * tanh(t * x), i.e. k * t * (1 - tanh^2(t x)), with t going log-linearly from
             t_min = 0.1 to t_max = 10 over training and k = max(1 / t, 1) (`set_progress`).
-  dirnet    DIR-Net style: Qin et al., "Distribution-sensitive Information Retention for Accurate
-            Binary Neural Network" (IJCV 2023). IMB: weights balanced and standardised as in
-            Libra-PB, scaled by the L2-optimal alpha = mean |W_s| per output channel (our
-            simplification: one real scale per channel instead of a searched one). DTE: the
-            two-stage tanh estimator of EDE (stage 1, t < 1: k t = 1, a soft identity that keeps
-            weights updating; stage 2, t >= 1: k = 1, sharpening towards sign), made
-            distribution-sensitive by measuring x in units of its per-channel standard deviation
-            sigma: backward k * t * (1 - tanh^2(t * x / sigma)), so the estimator's width follows
-            the spread of the values it binarizes (our reading of "distribution-sensitive").
+  dirnet    DIR-Net style: Qin et al., "Distribution-sensitive Information Retention for
+            Accurate Binary Neural Network" (IJCV 2023, arXiv 2109.12338). IMB: weights balanced
+            and standardised as in Libra-PB, scaled by the L2-optimal alpha = mean |W_s| per
+            output channel (our simplification: one real scale per channel). DTE: the two-stage
+            tanh estimator of EDE (stage 1, t < 1: k t = 1, a soft identity that keeps weights
+            updating; stage 2, t >= 1: k = 1, sharpening towards sign), made distribution-
+            sensitive by measuring x in units of its per-channel standard deviation sigma:
+            backward k * t * (1 - tanh^2(t * x / sigma)), so the estimator's width follows the
+            spread of the values it binarizes (our reading of "distribution-sensitive"). The
+            paper's feature-level distillation (RBD) is not here; `robustart.quant.train`
+            distils logits.
   reactnet  Liu et al., "ReActNet" (ECCV 2020). RSign: A_b = sign(A + b_c) with a learnable
             per-input-channel shift b_c (ReActNet's `LearnableBias` before the sign); backward
             the ApproxSign derivative 2 - 2|x| on |x| < 1 (piecewise polynomial, from Bi-Real
