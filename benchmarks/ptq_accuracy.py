@@ -55,11 +55,11 @@ def main() -> None:
         return f"efficientnet_lite0@{f}" + ("" if o == "minmax" else f":observer={o}")
 
     specs = [("fp", "efficientnet_lite0")] + [(f"w8a8 {o}", name_of("w8a8", o)) for o in OBSERVERS]
+    specs += [("w6a6 minmax", name_of("w6a6", "minmax"))]
     for f in ("w4a4", "w4a8"):
         specs += [(f"{f} minmax", name_of(f, "minmax"))]
         specs += [(f"{r.split(':')[0]} mse + reconstruction", f"efficientnet_lite0@{r}") for r in RECON
                   if r.startswith(f)]
-    specs += [("w6a6 minmax", name_of("w6a6", "minmax"))]
     specs += [(f"{f} {o}", name_of(f, o)) for f in ("w6a6", "w4a4", "w4a8") for o in OBSERVERS[1:]]
     rows = []
     for label, spec in specs[: args.rows]:
@@ -100,7 +100,7 @@ def _write(rows, args, robustart, cpu_model, versions) -> None:
         "# PTQ accuracy: efficientnet_lite0 on the 1000-image ImageNet sample",
         "",
         f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"- device: {cpu_model()}, {torch.get_num_threads()} threads (CPU)",
+        f"- device: {cpu_model()}, {torch.get_num_threads()} thread(s) (CPU), shared with other work",
         f"- versions: robustart {robustart.__version__}, " + ", ".join(f"{k} {v}" for k, v in versions().items()
                                                                    if k in ("torch", "timm", "python")),
         f"- command: `OMP_NUM_THREADS={torch.get_num_threads()} python benchmarks/ptq_accuracy.py"
@@ -159,7 +159,7 @@ def speed(args) -> None:
         out.append((name, statistics.median(ts)))
         print(name, f"{statistics.median(ts):.2f}s", flush=True)
     lines = ["", "## Forward time, batch 32 at 224x224 (median of 3)", "",
-             f"- {cpu_model()}, {torch.get_num_threads()} threads, shared with other work (numbers are rough);",
+             f"- {cpu_model()}, {torch.get_num_threads()} thread(s), shared with other work (numbers are rough);",
              f"  `OMP_NUM_THREADS={torch.get_num_threads()} python benchmarks/ptq_accuracy.py --speed`",
              "- cpu-int8 quantizes each layer's input and requantizes its output around"
              " `torch.ops.quantized` conv2d/linear (x86 engine); BatchNorm and activations run in float"
