@@ -90,6 +90,7 @@ def eval_cmd(
     shard_size: Annotated[Optional[int], typer.Option("--shard-size", help="Records per Parquet shard (the unit of resume).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (random starts, stochastic noises); part of a noise job's key.")] = 0,
     corruption_impl: Annotated[Optional[str], typer.Option("--corruption-impl", help="Corruption noises: torch (ours, batched) or reference (imagecorruptions).")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="Quantized forms (--model NAME@w8a8): fake (simulation), cpu-int8 (PyTorch x86 int8 kernels) or triton (robustart.kernels).")] = "fake",
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate one model under one noise (or a suite of noises); print metrics and store
@@ -104,14 +105,15 @@ def eval_cmd(
     try:
         res = evaluate_suite(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
                              workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
-                             data_root=data_root, progress=not as_json and sys.stderr.isatty())
+                             data_root=data_root, progress=not as_json and sys.stderr.isatty(), backend=backend)
     except (RobustartError, KeyError) as e:
         _fail(e)
     if as_json:
         _print_json(res.jobs[0].to_json() if len(res.jobs) == 1 else res.to_json())
         return
     first = res.jobs[0].to_json()
-    t = Table(title=f"robustart eval — {first['model']} · {noise} · {first['dataset']}", title_justify="left")
+    shown_model = first["model"] + (f"@{first['form']} ({first['backend']})" if first.get("form", "fp") != "fp" else "")
+    t = Table(title=f"robustart eval — {shown_model} · {noise} · {first['dataset']}", title_justify="left")
     if len(res.jobs) > 24:  # a big suite (imagenet-c: 75 cells) reads better as its suite tables
         t.caption = f"{len(res.jobs)} jobs: the first and last 3 shown; all in `--json` and `robustart results list`"
     metrics = [j.metrics for j in res.jobs]
@@ -237,7 +239,9 @@ def zoo_list(
     if as_json:
         _print_json([e.to_dict() for e in entries])
         return
-    t = Table(title=f"robustart zoo — {len(entries)} models", title_justify="left")
+    t = Table(title=f"robustart zoo — {len(entries)} models", title_justify="left",
+              caption="Each model also has quantized and binarized forms: NAME@w8a8, NAME@w4a4, NAME@binary-irnet, "
+                      "... (`robustart zoo info NAME`).")
     t.add_column("name", no_wrap=True)
     for c in ("family", "arch", "params (M)", "input", "tags", "weights"):
         t.add_column(c, justify="right" if c == "params (M)" else "left", overflow="fold")
@@ -274,6 +278,14 @@ def zoo_info(
     t.add_row("weights", d["weights"]["source"])
     t.add_row("sha256", str(d["weights"]["sha256"] or "(verified against the hub's LFS hash)" if e.weights.kind == "hf_hub" else d["weights"]["sha256"]))
     t.add_row("available offline", str(d["available_offline"]))
+    if e.form == "fp":
+        from robustart.quant.qconfig import NAMED_FORMS, _binary_methods
+
+        forms = [f"{e.name}@{f}" for f in NAMED_FORMS] + [f"{e.name}@binary-{m}" for m in _binary_methods()[:1]]
+        t.add_row("forms", ", ".join(forms) + " ... (any wNaM; settings after ':', e.g. "
+                  f"{e.name}@w4a4:observer=mse,recon=on; see README)")
+    else:
+        t.add_row("form settings", json.dumps(d["quant"]))
     out.print(t)
 
 

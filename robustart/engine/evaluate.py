@@ -243,6 +243,8 @@ class JobResult:
             "n": m["n"],
             "n_failed": m["n_failed"],
             "precision": cfg["precision"],
+            "form": cfg["model"].get("form", "fp"),
+            "backend": cfg.get("backend"),
             "metrics": {k: m[k] for k in core if k in m},
             "checks": self.meta.get("checks", {}),
             "reused": self.reused,
@@ -251,7 +253,8 @@ class JobResult:
 
 
 def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, source: DataSource,
-               samples: list[Sample], precision: str, seed: int = 0) -> dict:
+               samples: list[Sample], precision: str, seed: int = 0, backend: str = "fake",
+               calibration: dict | None = None) -> dict:
     import robustart
 
     config = {
@@ -279,6 +282,13 @@ def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, sourc
         config["seed"] = seed
     if source.class_subset is not None:  # ImageNet-A/R: the model answers among these classes
         config["dataset"]["class_subset"] = list(source.class_subset)
+    if entry.form != "fp":  # a quantized / binarized form: its settings, calibration and backend
+        config["model"]["quant"] = entry.quant_dict()
+        if calibration is not None:
+            config["model"]["calibration"] = calibration
+        config["backend"] = backend
+        if backend != "fake":  # integer kernels have no gradients: attacks use the fake model's
+            config["gradients"] = "fake"
     return config
 
 
@@ -315,6 +325,8 @@ class _Run:
     seed: int
     precision: str
     progress: bool
+    backend: str = "fake"
+    calib: object = None  # the calibration images of a quantized form (robustart.quant.forms.CalibSet)
     model: object = None
     clean_cache: dict = field(default_factory=dict)
 
@@ -326,13 +338,22 @@ class _Run:
             net = build_network(self.entry)
             load_weights_into(net, self.entry, self.weights_path)
             self.model = ZooModel(net, self.entry, self.weights_sha).to(self.dev).eval()
+            if self.entry.form == "binary":
+                from robustart.quant.forms import binarize_zoo_model
+
+                self.model = binarize_zoo_model(self.model, self.entry.quant["method"]).to(self.dev)
+            elif self.entry.form != "fp":
+                from robustart.quant.forms import quantize_zoo_model
+
+                self.model = quantize_zoo_model(self.model, self.entry.quant, self.calib, backend=self.backend,
+                                                progress=self.progress)
             if self.source.class_subset is not None:
                 self.model = _SubsetModel(self.model, self.source.class_subset).to(self.dev).eval()
         return self.model
 
 
 def _prepare(model, data, *, limit, batch_size, device, workers, store, shard_size, seed, precision,
-             data_root, progress) -> _Run:
+             data_root, progress, backend="fake") -> _Run:
     from robustart.engine.env import resolve_device
     from robustart.zoo import weights as W
 
@@ -341,6 +362,7 @@ def _prepare(model, data, *, limit, batch_size, device, workers, store, shard_si
     if precision not in PRECISIONS:
         raise RobustartError(f"--precision {precision!r} is not supported yet; choose from {PRECISIONS}.")
     entry = model if isinstance(model, ModelEntry) else get_entry(model)
+    calib = _check_backend(entry, backend)
     source = open_source(data, root=data_root)
     samples = source.take(limit)
     if not samples:
@@ -355,8 +377,32 @@ def _prepare(model, data, *, limit, batch_size, device, workers, store, shard_si
             f"model {entry.name!r}: checkpoint {weights_path} has sha256 {weights_sha}, expected "
             f"{entry.weights.sha256}. Delete it and download again (`robustart zoo download {entry.name} --force`)."
         )
+    if calib:
+        from robustart.quant.forms import calibration_set
+
+        calib = calibration_set(entry.quant, source)
     return _Run(entry, source, samples, dev, store, weights_path, weights_sha, batch_size, workers, shard_size,
-                seed, precision, progress)
+                seed, precision, progress, backend, calib or None)
+
+
+def _check_backend(entry: ModelEntry, backend: str) -> bool:
+    """Validate --backend for the entry's form; True when the form needs calibration images."""
+    from robustart.quant import backends as B
+
+    B.check_backend(backend)
+    if entry.form == "fp":
+        if backend != "fake":
+            raise RobustartError(f"--backend {backend} runs quantized forms; {entry.name!r} is fp. Name a form, "
+                                 f"e.g. --model {entry.name}@w8a8, or compare backends with --noise precision:w8a8.")
+        return False
+    if entry.form == "binary":
+        if backend != "fake":
+            raise RobustartError(f"--backend {backend}: binary forms run as their own modules (--backend fake).")
+        return False
+    why = B.unavailable(backend)
+    if why:
+        raise RobustartError(f"--backend {backend} cannot run here: {why}.")
+    return True
 
 
 def evaluate(
@@ -375,12 +421,14 @@ def evaluate(
     precision: str = "fp32",
     data_root: str | Path | None = None,
     progress: bool = True,
+    backend: str = "fake",
 ) -> JobResult:
     """Run (or reuse, or resume) one job and return its result handle. A suite spec (e.g.
     `adversarial`, `imagenet-c`) is an error here: use `evaluate_suite`."""
     noise_cfg = parse_noise(noise)
     run = _prepare(model, data, limit=limit, batch_size=batch_size, device=device, workers=workers, store=store,
-                   shard_size=shard_size, seed=seed, precision=precision, data_root=data_root, progress=progress)
+                   shard_size=shard_size, seed=seed, precision=precision, data_root=data_root, progress=progress,
+                   backend=backend)
     return _run_job(run, noise_cfg, force)
 
 
@@ -453,7 +501,7 @@ def _prerendered_corruption_metrics(jobs) -> dict:
 
 
 _DEFAULTS = dict(limit=None, batch_size=32, device=None, workers=None, store=None, shard_size=None, seed=0,
-                 precision="fp32", data_root=None, progress=True)
+                 precision="fp32", data_root=None, progress=True, backend="fake")
 
 
 def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
@@ -462,7 +510,13 @@ def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
 
     entry, source, samples, dev, store, seed = run.entry, run.source, run.samples, run.dev, run.store, run.seed
     batch_size, workers = run.batch_size, run.workers
-    config = job_config(entry, run.weights_sha, noise_cfg, source, samples, run.precision, seed)
+    noise_calib = None
+    if noise_cfg.get("name") == "precision" and "form" in noise_cfg:  # precision:w8a8 calibrates its own form
+        from robustart.noises import quantized as NQ
+
+        noise_cfg, noise_calib = NQ.with_calibration(noise_cfg, source)
+    config = job_config(entry, run.weights_sha, noise_cfg, source, samples, run.precision, seed, run.backend,
+                        run.calib.describe() if run.calib is not None else None)
     key = stable_hash(config)
 
     meta = store.read_meta(key)
@@ -511,10 +565,16 @@ def _run_job(run: _Run, noise_cfg: dict, force: bool) -> JobResult:
         device=rinfo["device"],
     )
     meta["runs"].append(rinfo)
+    calib = run.calib or noise_calib
+    if calib is not None:  # calibration images among the evaluated ones: say how many
+        meta["calibration"] = {**calib.describe(), "overlap_with_evaluated": calib.overlap(samples),
+                               "source_root": calib.root}
 
     if todo:
         zoo_model = run.zoo_model()
         noise = build_noise(noise_cfg)
+        if noise_calib is not None:
+            noise.calibration = noise_calib
         if noise is not None:
             noise.prepare(zoo_model, dev)
         indices = [i for s in todo for i in range(s * S, min(n, (s + 1) * S))]

@@ -11,6 +11,8 @@ precision (the same images through the model at another precision or memory form
   precision                                   fp32 (strict), fp16, bf16, channels_last; with CUDA
                                               also tf32, cudnn-benchmark, cpu
   precision:bf16                              one variant
+  precision:w8a8                              a quantized form across backends (fake, cpu-int8,
+                                              triton): see robustart/noises/quantized.py
 
 The reference pipeline (decoder pil, resize model, geometry eval) is the model's eval transform
 exactly, so the clean pass of every job is the reference and `flip_rate` is measured against it.
@@ -30,7 +32,8 @@ from robustart.noises.spec import NoiseSpecError, take
 
 NAMES = {
     "imagenet-s": "ImageNet-S system noise: decoder x resizer variants of each image (sweeps or full grid)",
-    "precision": "numeric precision of the forward pass: fp32, tf32, fp16, bf16, channels_last, cudnn-benchmark, cpu",
+    "precision": "numeric precision of the forward pass: fp32, tf32, fp16, bf16, channels_last, cudnn-benchmark, cpu; "
+                 "or a quantized form across backends: w8a8, w4a4, ... (precision:w8a8)",
 }
 
 PARAMS = {
@@ -47,6 +50,8 @@ PARAMS = {
     "precision": {
         "variant": "fp32 | tf32 | fp16 | bf16 | channels_last | cudnn-benchmark | cpu (also positional: precision:bf16)",
         "variants": "the variants of a suite, joined by + (default: those this machine can run)",
+        "backend / backends": "with a quantized form (precision:w8a8): fake | cpu-int8 | triton, joined by +",
+        "observer, act, calib, recon, ...": "with a quantized form: its settings, as in model names (NAME@w8a8:observer=mse)",
     },
 }
 
@@ -155,7 +160,14 @@ def _precision_variant(value, spec) -> str:
 
 
 def _parse_precision(args, kwargs, spec):
-    kw = dict(take(kwargs, spec, PARAMS["precision"]))
+    from robustart.noises import quantized as NQ
+
+    form = args[0] if args else kwargs.get("variant")
+    if NQ.is_form(form):  # a quantized form across integer backends
+        if len(args) > 1:
+            raise NoiseSpecError(f"noise spec {spec!r}: one form, e.g. precision:w8a8.")
+        return NQ.parse(str(form), {k: v for k, v in kwargs.items() if k != "variant"}, spec)
+    kw = dict(take(kwargs, spec, {k: v for k, v in PARAMS["precision"].items() if "/" not in k and "," not in k}))
     if len(args) > 1 or (args and "variant" in kw):
         raise NoiseSpecError(f"noise spec {spec!r}: one variant, e.g. precision:bf16.")
     if args:
@@ -349,6 +361,10 @@ class PrecisionNoise(Noise):
 def build(config: dict) -> Noise:
     if config.get("name") == "imagenet-s":
         return ImageNetSNoise(config)
+    if "form" in config:
+        from robustart.noises.quantized import QuantPrecisionNoise
+
+        return QuantPrecisionNoise(config)
     return PrecisionNoise(config)
 
 
@@ -442,8 +458,15 @@ def summarize_precision(results) -> dict:
 
 def summarize(results) -> dict:
     ins = [r for r in results if r.meta["config"]["noise"]["name"] == "imagenet-s"]
-    prec = [r for r in results if r.meta["config"]["noise"]["name"] == "precision"]
+    prec = [r for r in results if r.meta["config"]["noise"]["name"] == "precision"
+            and "form" not in r.meta["config"]["noise"]]
+    qprec = [r for r in results if r.meta["config"]["noise"]["name"] == "precision"
+             and "form" in r.meta["config"]["noise"]]
     out = {}
+    if qprec:
+        from robustart.noises.quantized import summarize as summarize_quant
+
+        out.update(summarize_quant(qprec))
     if ins:
         out.update(summarize_imagenet_s(ins))
     if prec:

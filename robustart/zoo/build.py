@@ -75,9 +75,14 @@ def load_model(
     device: str | torch.device = "cpu",
     cache_dir: Path | None = None,
     progress: bool = True,
+    backend: str = "fake",
 ) -> ZooModel:
     """The zoo model `name` in eval mode: RGB [0, 1] in, logits out; `.transform` is its eval
-    transform (PIL image -> uint8 CHW tensor at the model's input geometry)."""
+    transform (PIL image -> uint8 CHW tensor at the model's input geometry).
+
+    A quantized form (`NAME@w8a8`) is calibrated on its `calib_data` (or ROBUSTART_CALIB_DATA)
+    and runs on `backend` (fake, cpu-int8, triton); a binarized form (`NAME@binary-irnet`) is
+    the fp network binarized (robustart.quant.binary)."""
     entry = name if isinstance(name, ModelEntry) else get_entry(name)
     net = build_network(entry)
     sha = None
@@ -91,5 +96,14 @@ def load_model(
                                                "It changed since its entry was written; retrain or fix the entry.")
             )
         load_weights_into(net, entry, path)
-    model = ZooModel(net, entry, sha)
-    return model.to(device).eval()
+    model = ZooModel(net, entry, sha).to(device).eval()
+    if entry.form == "binary":
+        from robustart.quant.forms import binarize_zoo_model
+
+        model = binarize_zoo_model(model, entry.quant["method"]).to(device)
+    elif entry.form != "fp":
+        from robustart.quant.forms import calibration_set, quantize_zoo_model
+
+        model = quantize_zoo_model(model, entry.quant, calibration_set(entry.quant), backend=backend,
+                                   progress=progress)
+    return model

@@ -3,7 +3,8 @@
 An entry carries everything a job needs to know about a model before it is built: its
 architecture (a timm name), where its weights come from (HF hub, URL or an installed package,
 with sha256 where known), its eval preprocessing (as timm's pretrained_cfg does), its parameter
-count, its training-technique tags and its form (fp; quantized/binarized forms come later).
+count, its training-technique tags and its form: "fp", or a quantized / binarized form named after '@' (`efficientnet_lite0@w8a8`,
+`resnet18@binary-irnet`; grammar in robustart/quant/qconfig.py), built from the fp weights.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Iterable
 
 FAMILIES = ("cnn", "transformer", "mixer", "nas")
-FORMS = ("fp",)
+FORMS = ("fp", "w8a8", "w6a6", "w4a8", "w4a4", "binary")  # any wNaM (2..8 bits) is a form too
 
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -100,12 +101,31 @@ class ModelEntry:
     paper: str = ""
     description: str = ""
     arch_kwargs: dict = field(default_factory=dict, hash=False, compare=False)
+    # A quantized form's QuantConfig, or {"method": ...} of a binary form; None for fp.
+    quant: object = field(default=None, hash=False, compare=False)
 
     def __post_init__(self) -> None:
+        import re
+
         if self.family not in FAMILIES:
             raise ValueError(f"entry {self.name!r}: family {self.family!r} is not one of {FAMILIES}")
-        if self.form not in FORMS:
+        if self.form not in FORMS and not re.fullmatch(r"w[2-8]a[2-8]", self.form):
             raise ValueError(f"entry {self.name!r}: form {self.form!r} is not one of {FORMS}")
+
+    @property
+    def spec(self) -> str:
+        """The name that gives this entry back: `name`, or `name@form[:settings]`."""
+        if self.form == "fp":
+            return self.name
+        if self.form == "binary":
+            return f"{self.name}@binary-{self.quant['method']}"
+        return f"{self.name}@{self.quant.spec()}"
+
+    def quant_dict(self) -> dict | None:
+        """The form's settings as JSON (for job keys), None for fp."""
+        if self.quant is None:
+            return None
+        return dict(self.quant) if isinstance(self.quant, dict) else self.quant.to_dict()
 
     @property
     def data_config(self) -> dict:
@@ -130,6 +150,7 @@ class ModelEntry:
         d["weights"]["kind"] = self.weights.kind
         d["weights"]["source"] = self.weights.describe()
         d.pop("arch_kwargs", None)
+        d["quant"] = self.quant_dict()
         return d
 
 
@@ -154,7 +175,19 @@ def _ensure_loaded() -> None:
 
 
 def get_entry(name: str) -> ModelEntry:
+    """The entry `name`; `NAME@FORM[:k=v,...]` is NAME's quantized or binarized form."""
     _ensure_loaded()
+    if "@" in name:
+        from dataclasses import replace
+
+        from robustart.quant.qconfig import parse_form
+
+        base, _, form_text = name.partition("@")
+        entry = get_entry(base)
+        if entry.form != "fp":
+            raise UnknownModelError(f"model {name!r}: {base!r} is already a {entry.form} form; forms apply to fp models.")
+        form, extra = parse_form(form_text, model=base)
+        return replace(entry, form=form, quant=extra.get("quant") or {"method": extra["method"]})
     try:
         return _REGISTRY[name]
     except KeyError:

@@ -1,0 +1,176 @@
+"""Quantization settings of a model form, and the form grammar.
+
+  NAME@w8a8                          8-bit weights (per output channel, symmetric) and 8-bit
+                                     activations (per tensor, asymmetric), min-max calibration
+  NAME@w4a4:observer=mse,recon=on    MSE calibration, then BRECQ/AdaRound block reconstruction
+  NAME@binary-irnet                  a binarized form (method irnet; see robustart.quant.binary)
+
+Every setting that can change a result is in `QuantConfig.to_dict()`, which goes into the job key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields
+
+from robustart.errors import RobustartError
+
+NAMED_FORMS = ("w8a8", "w6a6", "w4a8", "w4a4")
+OBSERVERS = ("minmax", "percentile", "mse")
+ACT_MODES = ("asym", "sym")
+_FORM = re.compile(r"^w(\d+)a(\d+)$")
+
+
+class FormError(RobustartError, KeyError):
+    """A model form that does not parse; the message says what would."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+# name -> help; the keys a form spec takes after ':'
+PARAMS = {
+    "observer": "activation/weight range calibration: minmax (default) | percentile | mse",
+    "percentile": "percentile of |values| kept by observer=percentile (default 99.99)",
+    "act": "activation quantization: asym (zero point, default) | sym",
+    "calib": "number of calibration images (default 64)",
+    "seed": "seed that draws the calibration images (default 0)",
+    "calib_data": "calibration dataset (as --data; default ROBUSTART_CALIB_DATA, else the evaluated dataset)",
+    "recon": "BRECQ/AdaRound block reconstruction after calibration: on | off (default off)",
+    "iters": "reconstruction iterations per block (default 200)",
+    "first_last": "bits of the first conv and the classifier (default 8; 0 = the form's own bits)",
+    "attn": "quantize attention matmuls (q, k, v, softmax) in transformers: on (default) | off",
+}
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    w_bits: int = 8
+    a_bits: int = 8
+    act: str = "asym"
+    observer: str = "minmax"
+    percentile: float = 99.99
+    calib: int = 64
+    seed: int = 0
+    calib_data: str | None = None
+    recon: bool = False
+    iters: int = 200
+    first_last: int = 8
+    attn: bool = True
+
+    def __post_init__(self) -> None:
+        for b, what in ((self.w_bits, "weight"), (self.a_bits, "activation")):
+            if not 2 <= b <= 8:
+                raise FormError(f"{what} bits must be between 2 and 8, got {b}.")
+        if self.act not in ACT_MODES:
+            raise FormError(f"act must be one of {', '.join(ACT_MODES)}, got {self.act!r}.")
+        if self.observer not in OBSERVERS:
+            raise FormError(f"observer must be one of {', '.join(OBSERVERS)}, got {self.observer!r}.")
+        if not 50.0 < float(self.percentile) <= 100.0:
+            raise FormError(f"percentile must be in (50, 100], got {self.percentile}.")
+        if self.calib < 1:
+            raise FormError(f"calib (calibration images) must be >= 1, got {self.calib}.")
+        if self.iters < 1:
+            raise FormError(f"iters must be >= 1, got {self.iters}.")
+        if self.first_last not in (0,) + tuple(range(2, 9)):
+            raise FormError(f"first_last must be 0 or 2..8 bits, got {self.first_last}.")
+
+    @property
+    def form(self) -> str:
+        return f"w{self.w_bits}a{self.a_bits}"
+
+    @property
+    def act_symmetric(self) -> bool:
+        return self.act == "sym"
+
+    def edge_bits(self) -> tuple[int, int]:
+        """(weight, activation) bits of the first and last layers."""
+        if self.first_last == 0:
+            return self.w_bits, self.a_bits
+        return max(self.w_bits, self.first_last), max(self.a_bits, self.first_last)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["form"] = self.form
+        if not self.recon:
+            d.pop("iters")  # cannot change a result without reconstruction
+        return d
+
+    def spec(self) -> str:
+        """The shortest form spec that gives this config back."""
+        default = QuantConfig(w_bits=self.w_bits, a_bits=self.a_bits)
+        extra = []
+        for f in fields(self):
+            if f.name in ("w_bits", "a_bits"):
+                continue
+            v = getattr(self, f.name)
+            if v != getattr(default, f.name):
+                extra.append(f"{f.name}={'on' if v is True else 'off' if v is False else v}")
+        return self.form + (":" + ",".join(extra) if extra else "")
+
+
+def _closest(word: str, options) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
+    """`'w4a4:observer=mse,recon=on'` -> ("w4a4", {"quant": QuantConfig(...)});
+    `'binary-irnet'` -> ("binary", {"method": "irnet"}). Errors name the input and the choices."""
+    from robustart.noises.spec import parse_value
+
+    where = f"model {model + '@' + text!r}" if model else f"form {text!r}"
+    head, _, rest = text.strip().partition(":")
+    head = head.strip().lower()
+    kwargs: dict = {}
+    for part in filter(None, (p.strip() for p in re.split(r"[:,]", rest))):
+        if "=" not in part:
+            raise FormError(f"{where}: {part!r} is not a setting; write key=value, e.g. observer=mse.")
+        k, _, v = part.partition("=")
+        kwargs[k.strip().lower().replace("-", "_")] = parse_value(v)
+    if head == "binary" or head.startswith("binary-"):
+        method = head.partition("-")[2] or str(kwargs.pop("method", ""))
+        extra = sorted(set(kwargs) - {"method"})
+        if extra:
+            raise FormError(f"{where}: binary forms take no settings ({', '.join(extra)}); "
+                            "pick the method in the name, e.g. resnet18@binary-irnet.")
+        methods = _binary_methods()
+        if method not in methods:
+            raise FormError(f"{where}: unknown binarization method {method!r}.{_closest(method, methods)} "
+                            f"Methods: {', '.join('binary-' + m for m in methods)}.")
+        return "binary", {"method": method}
+    m = _FORM.match(head)
+    if not m:
+        raise FormError(f"{where}: unknown form {head!r}.{_closest(head, NAMED_FORMS + ('binary',))} "
+                        f"Forms: {', '.join(NAMED_FORMS)} (any wNaM with 2 <= N, M <= 8), "
+                        f"binary-<method> ({', '.join(_binary_methods())}).")
+    unknown = sorted(set(kwargs) - set(PARAMS))
+    if unknown:
+        hints = [f"{u!r}" + _closest(u, PARAMS).replace(" Did you mean", " (did you mean").replace("?", "?)")
+                 for u in unknown]
+        raise FormError(f"{where}: unknown setting {', '.join(hints)}. Settings: {', '.join(PARAMS)}.")
+    for k in ("recon", "attn"):
+        if k in kwargs and not isinstance(kwargs[k], bool):
+            raise FormError(f"{where}: {k} must be on or off, got {kwargs[k]!r}.")
+    for k in ("calib", "seed", "iters", "first_last"):
+        if k in kwargs and not isinstance(kwargs[k], int):
+            raise FormError(f"{where}: {k} must be an integer, got {kwargs[k]!r}.")
+    if "calib_data" in kwargs:
+        kwargs["calib_data"] = str(kwargs["calib_data"])
+    if "observer" in kwargs:
+        kwargs["observer"] = str(kwargs["observer"]).lower()
+    try:
+        cfg = QuantConfig(w_bits=int(m.group(1)), a_bits=int(m.group(2)), **kwargs)
+    except FormError as e:
+        raise FormError(f"{where}: {e}") from None
+    return cfg.form, {"quant": cfg}
+
+
+def _binary_methods() -> tuple[str, ...]:
+    try:
+        from robustart.quant.binary import METHODS
+    except ImportError:  # binarization not part of this installation: no binary forms
+        return ()
+    return tuple(METHODS)
