@@ -175,6 +175,12 @@ def test_trained_local_entry_round_trips_through_robustart_eval(fashion_mnist, t
         r = runner.invoke(app, ["eval", "--model", "tiny-at", "--data", "fashion-mnist:test", "--limit", "4",
                                 "--noise", noise])
         assert r.exit_code == 2 and why in r.output, r.output
+    # its quantized form calibrates on the in-memory grayscale images (no file decoding)
+    r = runner.invoke(app, ["eval", "--model", "tiny-at@w8a8:calib=8", "--data", "fashion-mnist:test", "--limit", "16",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    qjob = json.loads(r.stdout)
+    assert qjob["form"] == "w8a8" and qjob["n"] == 16 and qjob["n_failed"] == 0
     # a changed checkpoint is refused by its sha256
     (out / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes()[:-4] + b"\x00\x00\x00\x01")
     r = runner.invoke(app, args)

@@ -38,6 +38,7 @@ class CalibSet:
     samples: list
     fingerprint: str
     same_as_eval: bool
+    read: object = None  # in-memory datasets (Fashion-MNIST, CIFAR-10): sample -> uint8 CHW tensor
 
     def describe(self) -> dict:
         return {"data": self.source_name, "n": len(self.samples), "fingerprint": self.fingerprint}
@@ -49,10 +50,15 @@ class CalibSet:
         return sum(s.id in ids for s in self.samples)
 
     def load(self, entry) -> torch.Tensor:
-        """Float images in [0, 1] at the model's input geometry (its eval transform)."""
+        """Float images in [0, 1] at the model's input geometry, made as the engine makes them (the
+        eval transform of decoded files; in-memory images at the entry's size and channels)."""
         from robustart.data.decode import load_rgb
-        from robustart.data.transforms import eval_transform
+        from robustart.data.transforms import array_transform, eval_transform
 
+        if self.read is not None:
+            t = array_transform(entry)
+            xs = [t(self.read(s)) for s in self.samples]
+            return torch.stack(xs).float().div_(255.0)
         t = eval_transform(entry)
         xs = []
         for s in self.samples:
@@ -80,7 +86,7 @@ def calibration_set(qcfg: QuantConfig, eval_source=None) -> CalibSet:
     g = torch.Generator().manual_seed(qcfg.seed)
     order = torch.randperm(len(samples), generator=g).tolist()
     chosen = sorted((samples[i] for i in order[: qcfg.calib]), key=lambda s: s.id)
-    return CalibSet(src.name, str(src.root), chosen, DataSource.fingerprint(chosen), same)
+    return CalibSet(src.name, str(src.root), chosen, DataSource.fingerprint(chosen), same, src.read)
 
 
 def cache_dir() -> Path:
