@@ -50,6 +50,13 @@ class Kernel:
                              "use CUDA tensors, CPU tensors (Triton interpreter) or backend='torch'")
 
 
+def tile(bm, bn, bk, stages, warps, group_m=8, k_name="BLOCK_K"):
+    """One autotune configuration: an (M, N, K) tile, pipeline stages, warps, and GROUP_M (how many
+    M-tiles share an N-tile in the launch order, for L2 reuse)."""
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, k_name: bk, "GROUP_M": group_m},
+                         num_stages=stages, num_warps=warps)
+
+
 def prune_by_m(configs, named_args, **kwargs):
     """Keep the small-M (GEMV-like, memory-bound) tiles for M <= 32 and the big tiles otherwise."""
     m = named_args["M"]

@@ -11,11 +11,10 @@ libdevice, so there the kernel uses the classic SWAR bit count on uint32, which 
 
 from __future__ import annotations
 
-import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from ._launch import Kernel, prune_by_m
+from ._launch import Kernel, prune_by_m, tile
 
 
 def _binary_gemm_kernel(
@@ -84,8 +83,7 @@ def _binary_gemm_kernel(
 
 
 def _cfg(bm, bn, bkw, stages, warps, group_m=8):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_KW": bkw, "GROUP_M": group_m},
-                         num_stages=stages, num_warps=warps)
+    return tile(bm, bn, bkw, stages, warps, group_m, k_name="BLOCK_KW")
 
 
 # The [BLOCK_M, BLOCK_N, BLOCK_KW] XOR tile lives in registers: keep it near 16-32K elements.

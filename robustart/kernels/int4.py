@@ -9,10 +9,9 @@ them into a ``[BLOCK_N, BLOCK_K]`` int8 tile and feeds the tensor cores with an 
 
 from __future__ import annotations
 
-import triton
 import triton.language as tl
 
-from ._launch import Kernel, prune_by_m
+from ._launch import Kernel, prune_by_m, tile as _cfg
 
 
 def _int4_gemm_kernel(
@@ -82,10 +81,6 @@ def _int4_gemm_kernel(
     else:
         tl.store(c_ptrs, acc, mask=mask)
 
-
-def _cfg(bm, bn, bk, stages, warps, group_m=8):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
-                         num_stages=stages, num_warps=warps)
 
 
 INT4_CONFIGS = [

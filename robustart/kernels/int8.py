@@ -10,10 +10,9 @@ Batched over a group axis (grid axis 1) for grouped convolutions.
 
 from __future__ import annotations
 
-import triton
 import triton.language as tl
 
-from ._launch import Kernel, prune_by_m
+from ._launch import Kernel, prune_by_m, tile as _cfg
 
 
 def _int8_gemm_kernel(
@@ -79,10 +78,6 @@ def _int8_gemm_kernel(
     else:
         tl.store(c_ptrs, acc, mask=mask)
 
-
-def _cfg(bm, bn, bk, stages, warps, group_m=8):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": group_m},
-                         num_stages=stages, num_warps=warps)
 
 
 # H100: big tiles for the compute-bound regime (int8 wgmma wants BLOCK_M >= 64), thin tiles with
