@@ -180,17 +180,22 @@ def _calibrated(net, cfg, x):
 
 def _small(arch):
     from timm.models.mlp_mixer import MlpMixer
+    from timm.models.swin_transformer import SwinTransformer
     from timm.models.vision_transformer import VisionTransformer
 
     if arch == "vit":
         net = VisionTransformer(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, num_classes=10)
+    elif arch == "swin":  # 8x8 tokens, 4x4 windows: the first stage's second block uses shifted windows
+        net = SwinTransformer(img_size=32, patch_size=4, window_size=4, embed_dim=32, depths=(2, 2),
+                              num_heads=(2, 4), num_classes=10)
     else:
         net = MlpMixer(num_classes=10, img_size=32, patch_size=8, num_blocks=2, embed_dim=64)
-    nn.init.normal_(net.head.weight, std=0.1)  # timm zero-initialises some heads: logits must vary
+    head = net.get_classifier()
+    nn.init.normal_(head.weight, std=0.1)  # timm zero-initialises some heads: logits must vary
     return net
 
 
-@pytest.mark.parametrize("arch", ["vit", "mixer"])
+@pytest.mark.parametrize("arch", ["vit", "swin", "mixer"])
 def test_vit_and_mixer_quantize_with_attention_matmuls(arch):
     torch.manual_seed(0)
     fp = _small(arch).eval()
@@ -201,7 +206,12 @@ def test_vit_and_mixer_quantize_with_attention_matmuls(arch):
     for bits in (8, 4):
         net = _calibrated(copy.deepcopy(fp), QuantConfig(w_bits=bits, a_bits=bits, first_last=0), x)
         attn = [m for m in net.modules() if isinstance(m, Q.QuantAttention)]
-        assert bool(attn) == arch.startswith("vit")
+        assert bool(attn) == (arch != "mixer")
+        if bits == 8:  # with quantizers off, the wrapped attention (masks, position bias) is the original
+            Q.set_mode(net, "fp")
+            with torch.no_grad():
+                assert torch.allclose(net(x), ref, rtol=1e-4, atol=1e-5)
+            Q.set_mode(net, "quant")
         assert all(not isinstance(m, nn.Linear) or isinstance(p, Q.QuantLayer)
                    for p in net.modules() for m in p.children())
         with torch.no_grad():

@@ -215,6 +215,26 @@ class QuantAttention(nn.Module):
         return m.proj_drop(m.proj(x))
 
 
+class QuantWindowAttention(QuantAttention):
+    """timm Swin WindowAttention: the same quantized matmuls, with its relative position bias and
+    shifted-window mask added to the quantized scores (as timm's unfused path does)."""
+
+    def forward(self, x: torch.Tensor, mask=None) -> torch.Tensor:
+        m = self.attn
+        B_, N, C = x.shape
+        qkv = m.qkv(x).reshape(B_, N, 3, m.num_heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        attn = self._matmul(self.q_act, q * m.scale, self.k_act, k.transpose(-2, -1))
+        attn = attn + m._get_rel_pos_bias()
+        if mask is not None:
+            num_win = mask.shape[0]
+            attn = attn.view(-1, num_win, m.num_heads, N, N) + mask.unsqueeze(1).unsqueeze(0)
+            attn = attn.view(-1, m.num_heads, N, N)
+        attn = m.attn_drop(m.softmax(attn))
+        x = self._matmul(self.p_act, attn, self.v_act, v)
+        return m.proj_drop(m.proj(x.transpose(1, 2).reshape(B_, N, -1)))
+
+
 def quant_layers(net: nn.Module) -> list[QuantLayer]:
     return [m for m in net.modules() if isinstance(m, QuantLayer)]
 
@@ -232,8 +252,10 @@ def set_mode(net: nn.Module, mode: str) -> None:
 
 def quantize_modules(net: nn.Module, cfg) -> nn.Module:
     """Replace, in place, every Conv2d/Linear of `net` by a QuantLayer (the first and the last at
-    `cfg.edge_bits()`) and, with cfg.attn, every timm Attention by a QuantAttention."""
+    `cfg.edge_bits()`) and, with cfg.attn, every timm Attention (ViT, DeiT) by a QuantAttention
+    and every Swin WindowAttention by a QuantWindowAttention."""
     from timm.layers.attention import Attention
+    from timm.models.swin_transformer import WindowAttention
 
     targets = [(n, m) for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if not targets:
@@ -251,6 +273,8 @@ def quantize_modules(net: nn.Module, cfg) -> nn.Module:
             replace(child, full)
             if cfg.attn and isinstance(child, Attention):
                 setattr(parent, name, QuantAttention(child, cfg.a_bits))
+            elif cfg.attn and isinstance(child, WindowAttention):
+                setattr(parent, name, QuantWindowAttention(child, cfg.a_bits))
 
     replace(net, "")
     return net
