@@ -131,11 +131,8 @@ def _empty(m, n, k):
 
 
 # ---------------------------------------------------------------- int8
-def int8_gemm_i32(a: torch.Tensor, b: torch.Tensor, backend: str = "auto", *, a_zero: int = 0) -> torch.Tensor:
-    """Exact ``(a - a_zero) @ b.T`` as int32 ``[M, N]``.
-
-    a: int8 ``[M, K]`` (or uint8 with zero point ``a_zero``); b: int8 ``[N, K]`` (weights, one row
-    per output channel)."""
+def _int8_operands(a, b, a_zero):
+    """Checks int8 GEMM operands; returns M, K, N and the validated zero point."""
     _check("a", a, (torch.int8, torch.uint8), 2)
     _check("b", b, (torch.int8,), 2)
     _same_device("a", a, b=b)
@@ -144,6 +141,15 @@ def int8_gemm_i32(a: torch.Tensor, b: torch.Tensor, backend: str = "auto", *, a_
     a_zero = _check_zero(a, a_zero)
     (m, k), n = a.shape, b.shape[0]
     _check_exact_range(a, a_zero, k, 128)
+    return m, k, n, a_zero
+
+
+def int8_gemm_i32(a: torch.Tensor, b: torch.Tensor, backend: str = "auto", *, a_zero: int = 0) -> torch.Tensor:
+    """Exact ``(a - a_zero) @ b.T`` as int32 ``[M, N]``.
+
+    a: int8 ``[M, K]`` (or uint8 with zero point ``a_zero``); b: int8 ``[N, K]`` (weights, one row
+    per output channel)."""
+    m, k, n, a_zero = _int8_operands(a, b, a_zero)
     if _resolve_backend(backend, a.device) == "torch" or _empty(m, n, k):
         return reference.int8_gemm_i32(a, b, a_zero)
     from . import gemm
@@ -160,14 +166,7 @@ def int8_gemm(a, b, a_scale, b_scale, bias=None, a_zero: int = 0, backend: str =
     b: int8 ``[N, K]``; a_scale: float scalar / 0-d tensor (per tensor) or ``[M]`` (per row);
     b_scale: float ``[N]`` (per output channel); bias: float ``[N]`` or None. The int32
     accumulator is exact; the epilogue runs in float32 and the result is cast to ``out_dtype``."""
-    _check("a", a, (torch.int8, torch.uint8), 2)
-    _check("b", b, (torch.int8,), 2)
-    _same_device("a", a, b=b)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a [M, K] and b [N, K] must share K, got a {tuple(a.shape)}, b {tuple(b.shape)}")
-    a_zero = _check_zero(a, a_zero)
-    (m, k), n = a.shape, b.shape[0]
-    _check_exact_range(a, a_zero, k, 128)
+    m, k, n, a_zero = _int8_operands(a, b, a_zero)
     a_scale, b_scale, bias = _scales(m, n, a.device, a_scale, b_scale, bias, out_dtype)
     if _resolve_backend(backend, a.device) == "torch" or _empty(m, n, k):
         return reference.int8_gemm(a, b, a_scale, b_scale, bias, a_zero, out_dtype)
