@@ -142,17 +142,17 @@ def execute(job: JobSpec, shards: Iterable[int] | None = None, *, force: bool = 
     if noise is not None:
         noise.prepare(model, dev, JobData(source, samples))
         meta.update(noise.job_meta())
+    indices = [i for s in todo for i in range(*job.shard_bounds(s))]
+    workers = job.workers
+    if workers is None:
+        workers = 0 if len(indices) <= 16 else min(4, os.cpu_count() or 1)
+    if noise is not None and noise.loader is not None and noise.loader_in_main_process:
+        workers = 0
+    if source.read is not None:
+        workers = 0  # in-memory tensors: worker processes only add start-up time
+    run["workers"] = workers
     writer.begin(run, **meta)
     try:
-        indices = [i for s in todo for i in range(*job.shard_bounds(s))]
-        workers = job.workers
-        if workers is None:
-            workers = 0 if len(indices) <= 16 else min(4, os.cpu_count() or 1)
-        if noise is not None and noise.loader is not None and noise.loader_in_main_process:
-            workers = 0
-        if source.read is not None:
-            workers = 0  # in-memory tensors: worker processes only add start-up time
-        run["workers"] = workers
         loader = torch.utils.data.DataLoader(
             ImageDataset(samples, indices, entry_transform(entry, source),
                          noise.loader(entry) if noise is not None and noise.loader is not None else None,

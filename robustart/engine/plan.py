@@ -9,7 +9,7 @@ of a job's shards from it, in this process or another one (a pool, Ray, Slurm).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from robustart.data.sources import DataSource, Sample, open_source
@@ -70,7 +70,6 @@ class Plan:
     source: DataSource
     samples: list[Sample]
     calibration: object = None  # a quantized form's calibration images (robustart.quant.forms.CalibSet)
-    extra: dict = field(default_factory=dict)
 
 
 def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, source: DataSource,
