@@ -79,11 +79,14 @@ def eval_cmd(
     """Evaluate one model under one noise (or a suite of noises); print metrics and store
     per-sample records, one job per noise."""
     from robustart.engine.evaluate import evaluate_suite
-    from robustart.noises import with_params
+    from robustart.noises import NoiseSpecError, with_params
 
     try:
         if corruption_impl:
-            noise = with_params(noise, impl=corruption_impl)
+            try:
+                noise = with_params(noise, impl=corruption_impl)
+            except NoiseSpecError as e:
+                raise RobustartError(f"--corruption-impl applies to corruption noises (corruption:..., imagenet-c): {e}")
         res = evaluate_suite(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
                              workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
                              data_root=data_root, progress=not as_json and sys.stderr.isatty(), backend=backend)

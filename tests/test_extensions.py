@@ -177,6 +177,8 @@ def test_a_zoo_family_is_one_object_and_one_registration(toy_family, tmp_path):
     assert [e["name"] for e in listed] == ["toy-tiny"]
     r = runner.invoke(app, ["zoo", "list", "--family", "tyo"])
     assert r.exit_code == 2 and "Did you mean 'toy'" in r.output
+    r = runner.invoke(app, ["eval", "--model", "toy-tinny", "--store", str(tmp_path)])
+    assert r.exit_code == 2 and "Did you mean 'toy-tiny'" in r.output
     d = json.loads(cli("eval", "--model", "toy-tiny", "--limit", "2", "--store", str(tmp_path), "--json").stdout)
     assert d["model"] == "toy-tiny" and d["n"] == 2 and d["n_failed"] == 0
     from robustart.reports import build_report
