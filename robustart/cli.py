@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from robustart.errors import RobustartError
 
@@ -57,24 +58,6 @@ _METRIC_COLUMNS = [  # (metric key, column title) shown when a job's records hav
 ]
 
 
-def _noise_label(cfg: dict) -> str:
-    """A short name for a job's noise: its name, then what tells it apart (norm, eps, ...)."""
-    parts = [cfg["name"]]
-    for k in ("corruption", "severity", "src", "norm", "decoder", "resize", "variant"):
-        if k in cfg:
-            parts.append(str(cfg[k]))
-    if cfg.get("geometry", "eval") != "eval":
-        parts.append(f"{cfg['geometry']} geometry")
-    if cfg.get("impl", "torch") != "torch":
-        parts.append(f"({cfg['impl']})")
-    if cfg.get("jpeg"):
-        parts.append("+jpeg85")
-    if "eps" in cfg:
-        e = cfg["eps"]
-        parts.append(f"{e * 255:.3g}/255" if cfg.get("norm") == "linf" else f"{e:.3g}")
-    return " ".join(parts)
-
-
 @app.command("eval", rich_help_panel="Evaluate")
 def eval_cmd(
     model: Annotated[str, typer.Option("--model", "-m", help="Zoo model name (see `robustart zoo list`).")] = "efficientnet_lite0",
@@ -96,13 +79,14 @@ def eval_cmd(
     """Evaluate one model under one noise (or a suite of noises); print metrics and store
     per-sample records, one job per noise."""
     from robustart.engine.evaluate import evaluate_suite
+    from robustart.noises import NoiseSpecError, with_params
 
-    if corruption_impl:
-        if noise.split(":")[0].strip().lower() not in ("corruption", "imagenet-c"):
-            _fail(RobustartError(f"--corruption-impl applies to corruption noises (corruption:..., imagenet-c), "
-                                 f"not to --noise {noise!r}."))
-        noise = f"{noise}{',' if ':' in noise else ':'}impl={corruption_impl}"
     try:
+        if corruption_impl:
+            try:
+                noise = with_params(noise, impl=corruption_impl)
+            except NoiseSpecError as e:
+                raise RobustartError(f"--corruption-impl applies to corruption noises (corruption:..., imagenet-c): {e}")
         res = evaluate_suite(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
                              workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
                              data_root=data_root, progress=not as_json and sys.stderr.isatty(), backend=backend)
@@ -113,7 +97,7 @@ def eval_cmd(
         return
     first = res.jobs[0].to_json()
     shown_model = first["model"] + (f"@{first['form']} ({first['backend']})" if first.get("form", "fp") != "fp" else "")
-    t = Table(title=f"robustart eval — {shown_model} · {noise} · {first['dataset']}", title_justify="left")
+    t = Table(title=Text(f"robustart eval — {shown_model} · {noise} · {first['dataset']}"), title_justify="left")
     if len(res.jobs) > 24:  # a big suite (imagenet-c: 75 cells) reads better as its suite tables
         t.caption = f"{len(res.jobs)} jobs: the first and last 3 shown; all in `--json` and `robustart results list`"
     metrics = [j.metrics for j in res.jobs]
@@ -129,7 +113,7 @@ def eval_cmd(
     if len(shown) > 24:
         shown = shown[:3] + shown[-3:]
     for j, m in shown:
-        t.add_row(_noise_label(j.meta["config"]["noise"]), str(m["n"]),
+        t.add_row(Text(j.label), str(m["n"]),
                   *([str(m["n_failed"])] if any_failed else []),
                   *[(f"{m[k]:.3g}" if k == "mean_pert_norm" and not math.isnan(m[k]) else _fmt(m.get(k, float("nan"))))
                     for k, _ in cols])
@@ -144,14 +128,8 @@ def eval_cmd(
         out.print(f"{len(res.jobs)} jobs ({len(res.jobs) - reused} run, {reused} reused; --force recomputes) in "
                   f"{res.jobs[0].store.root}; keys: `robustart results list`", highlight=False, soft_wrap=True)
     for j in res.jobs:
-        for w in j.meta.get("checks", {}).get("warnings", []):
-            err.print(f"[yellow]warning:[/] {j.key}: {w}", highlight=False, soft_wrap=True)
-        m = j.metrics
-        if m.get("zero_grad_share", 0) > 0 or m.get("no_loss_gain_share", 0) > 10:
-            err.print(f"[yellow]warning:[/] {j.key}: gradient-masking signs: {m['zero_grad_share']:.1f}% of attacked "
-                      f"samples have a zero input gradient, {m['no_loss_gain_share']:.1f}% were neither fooled nor "
-                      "had their loss raised; try more restarts, or a black-box attack (square).",
-                      highlight=False, soft_wrap=True)
+        for w in j.warnings():  # user-facing text as text, never as markup
+            err.print(Text.assemble(("warning:", "yellow"), f" {j.key}: {w}"), highlight=False, soft_wrap=True)
     failed = res.jobs[0].records
     failed = failed[failed["status"] != "ok"]
     for _, r in failed.head(5).iterrows():
@@ -196,20 +174,18 @@ def _print_suite_metrics(metrics: dict) -> None:
 @app.command("noises", rich_help_panel="Evaluate")
 def noises_cmd(as_json: JsonOpt = False) -> None:
     """The noise specs `--noise` takes, with their parameters."""
-    from robustart.noises import _families, available
+    from robustart.noises import listing
 
+    rows = listing()
     if as_json:
-        _print_json({name: {"help": h, "params": getattr(f, "PARAMS", {}).get(name, {})}
-                     for f in _families() for name, h in f.NAMES.items()})
+        _print_json({name: {"help": h, "params": params} for name, h, params in rows})
         return
-    t = Table(title=f"robustart noises — {len(available())}", title_justify="left")
+    t = Table(title=f"robustart noises — {len(rows)}", title_justify="left")
     t.add_column("name", no_wrap=True, style="bold")
     t.add_column("what")
     t.add_column("parameters", overflow="fold")
-    for f in _families():
-        params = getattr(f, "PARAMS", {})
-        for name, h in f.NAMES.items():
-            t.add_row(name, h, ", ".join(params.get(name, {})))
+    for name, h, params in rows:
+        t.add_row(name, h, ", ".join(params))
     out.print(t)
     out.print("Grammar: NAME[:k=v,k=v] (e.g. pgd:eps=4/255,steps=20, corruption:glass_blur:3). "
               "Fractions like 4/255 are read as numbers.", highlight=False)
@@ -220,7 +196,7 @@ def noises_cmd(as_json: JsonOpt = False) -> None:
 
 @zoo_app.command("list")
 def zoo_list(
-    family: Annotated[Optional[str], typer.Option("--family", help="cnn, transformer, mixer or nas.")] = None,
+    family: Annotated[Optional[str], typer.Option("--family", help="A model family: cnn, transformer, mixer, nas, ... (registered families).")] = None,
     tag: Annotated[Optional[list[str]], typer.Option("--tag", help="Training-technique tag; repeat to require several.")] = None,
     offline: Annotated[bool, typer.Option("--offline", help="Only models whose weights are here without a network.")] = False,
     pattern: Annotated[Optional[str], typer.Option("--pattern", help="Shell-style name pattern, e.g. 'resnet50*'.")] = None,
@@ -279,9 +255,9 @@ def zoo_info(
     t.add_row("sha256", str(d["weights"]["sha256"] or "(verified against the hub's LFS hash)" if e.weights.kind == "hf_hub" else d["weights"]["sha256"]))
     t.add_row("available offline", str(d["available_offline"]))
     if e.form == "fp":
-        from robustart.quant.qconfig import NAMED_FORMS, _binary_methods
+        from robustart.quant.qconfig import NAMED_FORMS, binary_methods
 
-        forms = [f"{e.name}@{f}" for f in NAMED_FORMS] + [f"{e.name}@binary-{m}" for m in _binary_methods()[:1]]
+        forms = [f"{e.name}@{f}" for f in NAMED_FORMS] + [f"{e.name}@binary-{m}" for m in binary_methods()[:1]]
         t.add_row("forms", ", ".join(forms) + " ... (any wNaM; settings after ':', e.g. "
                   f"{e.name}@w4a4:observer=mse,recon=on; see README)")
     else:
@@ -323,20 +299,11 @@ def zoo_download(
 @results_app.command("list")
 def results_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Jobs in the store, with top-1 computed from their records."""
-    from robustart.results import metrics as M
+    from robustart.noises import noise_label
     from robustart.results.store import ResultsStore
 
     st = ResultsStore(store)
-    df = st.list_jobs()
-    # the noise as a short label (pgd linf 4/255, corruption fog 3), not just its family name
-    df["noise"] = [_noise_label((st.read_meta(k) or {}).get("config", {}).get("noise") or {"name": n})
-                   for k, n in zip(df["key"], df["noise"])]
-    top1 = []
-    for key in df["key"]:
-        rec = st.read_records(key)
-        top1.append(M.top1(rec) if len(rec) else float("nan"))
-    df["top1"] = top1
-    df["n_done"] = [int(len(st.read_records(k))) for k in df["key"]]
+    df = st.summary(label=noise_label)  # the noise as a short label (pgd linf 4/255, corruption fog 3)
     if as_json:
         _print_json(df.to_dict(orient="records"))
         return
@@ -345,7 +312,7 @@ def results_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         t.add_column(c)
     for _, r in df.iterrows():
         n = f"{r['n_done']}/{r['n']}" if r["status"] != "complete" else str(r["n"])
-        t.add_row(r["key"], str(r["status"]), str(r["model"]), str(r["noise"]), str(r["dataset"]), n,
+        t.add_row(r["key"], str(r["status"]), str(r["model"]), Text(str(r["noise"])), str(r["dataset"]), n,
                   _fmt(r["top1"]), str(r["finished"] or ""))
     out.print(t)
 

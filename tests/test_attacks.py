@@ -187,7 +187,7 @@ def test_probabilities_are_refused(model, small):
 
 def test_randomised_forward_is_reported(model, small):
     x, y, ids = small
-    from robustart.noises.adversarial import build
+    from robustart.noises import build_noise as build
     from robustart.noises import parse_noise
 
     class Noisy(torch.nn.Module):

@@ -4,8 +4,9 @@ run in the decoding workers) and `predict` (how the model runs on the noisy batc
 import pytest
 import torch
 
-from robustart.engine.evaluate import _run_job, _prepare, _DEFAULTS
-from robustart.noises.base import Noise, NoiseOutput
+from robustart.engine.evaluate import evaluate
+from robustart.noises import NOISE_FAMILIES
+from robustart.noises.base import Noise, NoiseFamily, NoiseOutput
 
 
 class GrayLoader:
@@ -49,21 +50,28 @@ class Half(Noise):
         return NoiseOutput(x, {})
 
 
-@pytest.fixture()
-def run(imagenet_sample, tmp_path, monkeypatch):
-    import robustart.noises as N
+class HooksFamily(NoiseFamily):
+    def names(self):
+        return {"gray": "", "half": ""}
 
-    fam = type("fam", (), {"NAMES": {"gray": "", "half": ""},
-                           "build": staticmethod(lambda c: Gray(c) if c["name"] == "gray" else Half(c))})
-    real = N._families()
-    monkeypatch.setattr(N, "_families", lambda: [*real, fam])  # a test-only family
-    kw = {**_DEFAULTS, "limit": 6, "store": tmp_path, "progress": False, "workers": 2, "batch_size": 4}
-    return _prepare("efficientnet_lite0", str(imagenet_sample), **kw)
+    def parse(self, name, args, kwargs, spec):
+        return {"name": name}
+
+    def build(self, config):
+        return Gray(config) if config["name"] == "gray" else Half(config)
+
+
+@pytest.fixture()
+def run(imagenet_sample, tmp_path):
+    NOISE_FAMILIES.register("hooks", HooksFamily())  # a test-only family
+    kw = {"limit": 6, "store": tmp_path, "progress": False, "workers": 2, "batch_size": 4}
+    yield lambda noise: evaluate("efficientnet_lite0", str(imagenet_sample), noise=noise, **kw)
+    NOISE_FAMILIES.unregister("hooks")
 
 
 def test_loader_images_reach_the_model_and_failures_stay_per_sample(run):
-    clean = _run_job(run, {"name": "clean"}, False).records
-    gray = _run_job(run, {"name": "gray"}, False).records
+    clean = run("clean").records
+    gray = run("gray").records
     assert (gray["sample_id"] == clean["sample_id"]).all()
     refused = gray["sample_id"].str.contains("n01443537")
     assert refused.any() and (gray.loc[refused, "status"] == "failed").all()
@@ -76,8 +84,8 @@ def test_loader_images_reach_the_model_and_failures_stay_per_sample(run):
 
 
 def test_predict_runs_the_noisy_forward(run):
-    clean = _run_job(run, {"name": "clean"}, False).records
-    half = _run_job(run, {"name": "half"}, False).records
+    clean = run("clean").records
+    half = run("half").records
     assert Half.calls >= 2  # once per batch
     assert (half["clean_pred"] == clean["pred"]).all()
     assert not (half["prob"] == clean["prob"]).all()  # bf16 logits are not the fp32 ones

@@ -7,7 +7,7 @@ import torch
 
 from robustart.errors import RobustartError
 from robustart.noises import NoiseSpecError, build_noise, expand_noise
-from robustart.noises.system import CUDA_ONLY, PRECISIONS, _flags
+from robustart.noises.precision import CUDA_ONLY, PRECISIONS, _flags
 
 
 def test_specs():

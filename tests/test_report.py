@@ -279,7 +279,7 @@ def test_imagenet_s_precision_and_bit_width_sections(store, imagenet_sample, tmp
     form: the sections fill, their numbers equal the system-noise family's summary."""
     import robustart
     from robustart.engine.evaluate import JobResult
-    from robustart.noises.system import summarize
+    from robustart.noises import summarize
     from robustart.reports import build_report
 
     st = ResultsStore(tmp_path / "store")

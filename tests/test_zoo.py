@@ -48,10 +48,9 @@ def test_training_technique_variants_are_tagged():
 
 @pytest.mark.parametrize("entry", [e for e in list_entries() if e.timm_name], ids=lambda e: e.name)
 def test_entry_facts_match_timm(entry):
-    """Preprocessing and weight source agree with timm's pretrained_cfg for the same weights;
-    the declared parameter count is exact (network built on the meta device). The nas family has
+    """Preprocessing and weight source agree with timm's pretrained_cfg for the same weights (the
+    parameter count of every entry of every family: tests/test_registries.py). The nas family has
     no timm weights; tests/test_nas.py checks its entries."""
-    import timm
     from timm.models import get_pretrained_cfg
 
     cfg = get_pretrained_cfg(entry.timm_name)
@@ -75,11 +74,6 @@ def test_entry_facts_match_timm(entry):
         assert src.url.rsplit("-", 1)[1].startswith(src.sha256)
     else:
         assert src.kind == "package" and len(src.sha256) == 64
-    with torch.device("meta"):
-        net = timm.create_model(entry.arch, pretrained=False, num_classes=entry.num_classes)
-        out = net(torch.zeros(1, *entry.input_size))
-    assert sum(p.numel() for p in net.parameters()) == entry.params
-    assert tuple(out.shape) == (1, entry.num_classes)
 
 
 def test_unknown_name_suggests_close_ones():

@@ -225,7 +225,7 @@ _SEVERITY_DIR = re.compile(r"^[1-5]$")
 
 
 def _corruption_names() -> tuple[str, ...]:
-    from robustart.noises.corruptions.constants import ALL
+    from robustart.data.imagenet_c import ALL
 
     return ALL
 

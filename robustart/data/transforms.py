@@ -6,10 +6,9 @@ CHW tensor. Normalisation is not here: it lives inside the model.
 
 from __future__ import annotations
 
-from robustart.zoo.registry import ModelEntry
 
-
-def eval_transform(entry: ModelEntry):
+def eval_transform(entry):
+    """`entry`: a zoo ModelEntry (its `data_config`)."""
     from timm.data.transforms_factory import transforms_imagenet_eval
 
     cfg = entry.data_config
@@ -24,7 +23,7 @@ def eval_transform(entry: ModelEntry):
     )
 
 
-def array_transform(entry: ModelEntry):
+def array_transform(entry):
     """For in-memory datasets (uint8 CHW tensors, data/arrays.py): bring an image to the entry's
     input geometry. Channels: gray is repeated to RGB, RGB becomes gray with the ITU-R 601-2 luma
     weights (as PIL's "L"); size: bilinear resize (antialiased) only when it differs. No crop."""

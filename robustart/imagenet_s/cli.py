@@ -53,12 +53,12 @@ def list_cmd() -> None:
     t = Table(title="ImageNet-S backends", title_justify="left")
     for c in ("kind", "name", "what", "here"):
         t.add_column(c)
-    for name, (_, _, h) in D.DECODERS.items():
+    for name, spec in D.DECODERS.items():
         why = D.unavailable(name)
-        t.add_row("decoder", name, h, "yes" if why is None else why)
-    simd = D.unavailable("pil-simd")
-    for name, h in R.RESIZERS.items():
-        t.add_row("resizer", name, h, "yes" if simd is None or not name.startswith("pil-simd-") else simd)
+        t.add_row("decoder", name, spec.help, "yes" if why is None else why)
+    for name, r in R.RESIZERS.items():
+        why = r.unavailable()
+        t.add_row("resizer", name, r.help, "yes" if why is None else why)
     Console().print(t)
 
 

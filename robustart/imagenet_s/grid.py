@@ -14,8 +14,11 @@ from robustart.imagenet_s import resize as R
 REFERENCE = ("pil", "model")
 GRIDS = ("sweep", "full", "decoders", "resizers")
 
-# Pillow-SIMD's resizers add little over its bilinear/bicubic, which is what pipelines use.
-SWEEP_RESIZERS = [r for r in R.RESIZERS if not r.startswith("pil-simd-")] + ["pil-simd-bilinear", "pil-simd-bicubic"]
+def sweep_resizers() -> list[str]:
+    """The resizers of a default sweep: every registered one that asks to be in it (Pillow-SIMD's
+    after the others)."""
+    rs = [r for r in R.RESIZERS.values() if r.sweep]
+    return [r.name for r in rs if r.library != "pil-simd"] + [r.name for r in rs if r.library == "pil-simd"]
 
 
 def runnable_decoders() -> list[str]:
@@ -24,8 +27,7 @@ def runnable_decoders() -> list[str]:
 
 
 def runnable_resizers(names=None) -> list[str]:
-    simd = D.unavailable("pil-simd") is None
-    return [r for r in (names or SWEEP_RESIZERS) if simd or not r.startswith("pil-simd-")]
+    return [r for r in (names or sweep_resizers()) if R.RESIZERS.get(r).unavailable() is None]
 
 
 def variants(grid: str = "sweep", decoders: list[str] | None = None, resizers: list[str] | None = None) -> list[tuple[str, str]]:

@@ -47,11 +47,7 @@ class Pipeline:
         return f"{self.decoder}/{self.resizer}" + ("" if self.geometry == "eval" else f"/{self.geometry}")
 
     def unavailable(self) -> str | None:
-        why = D.unavailable(self.decoder)
-        if why is None and self.resizer.startswith("pil-simd-"):
-            why = D.unavailable("pil-simd")
-            why = why and why.replace("decoder 'pil-simd'", f"resizer {self.resizer!r}")
-        return why
+        return D.unavailable(self.decoder) or R.RESIZERS.get(self.resizer).unavailable()
 
     def array(self, data: bytes) -> np.ndarray:
         """JPEG bytes -> (size, size, 3) uint8."""

@@ -14,21 +14,115 @@ import math
 import numpy as np
 
 from robustart.imagenet_s.decoders import DecoderError
+from robustart.registry import Registry
 
 _PIL_FILTERS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
 _CV2_FLAGS = {"nearest": "INTER_NEAREST", "linear": "INTER_LINEAR", "area": "INTER_AREA", "cubic": "INTER_CUBIC",
               "lanczos4": "INTER_LANCZOS4"}
 
-RESIZERS: dict[str, str] = {}
+
+class Resizer:
+    """A resize backend: `resize(img, (W, H))` maps an RGB uint8 array (H, W, 3) to (H, W, 3).
+    `library` names the decoder whose library does the work (its availability and version are
+    the resizer's); `sweep` says whether the one-factor sweep includes it. A new resizer is one
+    subclass and one `RESIZERS.register(...)` line."""
+
+    library = ""  # "" : torch
+
+    def __init__(self, name: str, help: str, sweep: bool = True):
+        self.name, self.help, self.sweep = name, help, sweep
+
+    def resize(self, img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        raise NotImplementedError
+
+    def unavailable(self) -> str | None:
+        if not self.library:
+            return None
+        from robustart.imagenet_s import decoders as D
+
+        why = D.unavailable(self.library)
+        return why and why.replace(f"decoder {self.library!r}", f"resizer {self.name!r}")
+
+    def version(self) -> str:
+        if not self.library:
+            import torch
+
+            return f"torch {torch.__version__}"
+        from robustart.imagenet_s import decoders as D
+
+        return D.get(self.library).version()
+
+
+class PilResizer(Resizer):
+    library = "pil"
+
+    def __init__(self, flt: str):
+        super().__init__(f"pil-{flt}", f"Pillow Image.resize, {flt.upper()} filter")
+        self.filter = flt
+
+    def resize(self, img, size):
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(img).resize(size, getattr(Image.Resampling, self.filter.upper())))
+
+
+class PilSimdResizer(Resizer):
+    library = "pil-simd"
+
+    def __init__(self, flt: str):
+        # Pillow-SIMD's resizers add little over its bilinear/bicubic, which is what pipelines use.
+        super().__init__(f"pil-simd-{flt}", f"Pillow-SIMD Image.resize, {flt.upper()} filter (worker process)",
+                         sweep=flt in ("bilinear", "bicubic"))
+        self.filter = flt
+
+    def resize(self, img, size):
+        from robustart.imagenet_s.decoders import pil_simd
+
+        return pil_simd.resize(img, size, self.filter)
+
+
+class OpenCvResizer(Resizer):
+    library = "opencv"
+
+    def __init__(self, flag: str):
+        super().__init__(f"opencv-{flag}", f"OpenCV cv2.resize, {_CV2_FLAGS[flag]}")
+        self.flag = flag
+
+    def resize(self, img, size):
+        import cv2
+
+        return cv2.resize(img, size, interpolation=getattr(cv2, _CV2_FLAGS[self.flag]))
+
+
+class TorchResizer(Resizer):
+    def __init__(self, mode: str, antialias: bool):
+        aa = "antialias=True" if antialias else "no antialias"
+        super().__init__(f"torch-{mode}" + ("-aa" if antialias else ""),
+                         f"torch.nn.functional.interpolate {mode}, {aa} (float, rounded)")
+        self.mode, self.antialias = mode, antialias
+
+    def resize(self, img, size):
+        import torch
+        import torch.nn.functional as F
+
+        w, h = size
+        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
+        out = F.interpolate(t, size=(h, w), mode=self.mode, align_corners=False, antialias=self.antialias)
+        return out[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
+
+
+RESIZERS = Registry("resizer", error=DecoderError,
+                    message="unknown resizer {name!r}.{hint} Resizers: {names} "
+                            "(or `model`: the model's own, Pillow with its interpolation).")
 for _f in _PIL_FILTERS:
-    RESIZERS[f"pil-{_f}"] = f"Pillow Image.resize, {_f.upper()} filter"
+    RESIZERS.register(PilResizer(_f))
 for _f in _PIL_FILTERS:
-    RESIZERS[f"pil-simd-{_f}"] = f"Pillow-SIMD Image.resize, {_f.upper()} filter (worker process)"
+    RESIZERS.register(PilSimdResizer(_f))
 for _f in _CV2_FLAGS:
-    RESIZERS[f"opencv-{_f}"] = f"OpenCV cv2.resize, {_CV2_FLAGS[_f]}"
+    RESIZERS.register(OpenCvResizer(_f))
 for _f in ("bilinear", "bicubic"):
-    RESIZERS[f"torch-{_f}"] = f"torch.nn.functional.interpolate {_f}, no antialias (float, rounded)"
-    RESIZERS[f"torch-{_f}-aa"] = f"torch.nn.functional.interpolate {_f}, antialias=True (float, rounded)"
+    RESIZERS.register(TorchResizer(_f, False))
+    RESIZERS.register(TorchResizer(_f, True))
 
 GEOMETRIES = {
     "eval": "the model's eval transform: shorter side to size/crop_pct, center crop (reference)",
@@ -41,13 +135,7 @@ MODEL_RESIZERS = {"bicubic": "pil-bicubic", "bilinear": "pil-bilinear", "nearest
 
 
 def check_name(name: str) -> str:
-    if name not in RESIZERS:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), RESIZERS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DecoderError(f"unknown resizer {name!r}.{hint} Resizers: {', '.join(RESIZERS)} "
-                           "(or `model`: the model's own, Pillow with its interpolation).")
+    RESIZERS.get(name)
     return name
 
 
@@ -61,30 +149,7 @@ def model_resizer(interpolation: str) -> str:
 
 def resize(img: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:
     """`img` (H, W, 3) uint8 -> (size[1], size[0], 3) uint8 with backend `name`."""
-    w, h = size
-    if name.startswith("pil-simd-"):
-        from robustart.imagenet_s.decoders import pil_simd
-
-        return pil_simd.resize(img, size, name[len("pil-simd-"):])
-    if name.startswith("pil-"):
-        from PIL import Image
-
-        flt = getattr(Image.Resampling, name[4:].upper())
-        return np.asarray(Image.fromarray(img).resize((w, h), flt))
-    if name.startswith("opencv-"):
-        import cv2
-
-        return cv2.resize(img, (w, h), interpolation=getattr(cv2, _CV2_FLAGS[name[7:]]))
-    if name.startswith("torch-"):
-        import torch
-        import torch.nn.functional as F
-
-        mode = name.split("-")[1]
-        t = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float()
-        out = F.interpolate(t, size=(h, w), mode=mode, align_corners=False, antialias=name.endswith("-aa"))
-        return out[0].round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).contiguous().numpy()
-    check_name(name)
-    raise AssertionError(name)
+    return RESIZERS.get(name).resize(img, size)
 
 
 def resized_size(width: int, height: int, size: int, crop_pct: float, geometry: str) -> tuple[int, int]:

@@ -7,7 +7,16 @@ written as a local entry. Parameter counts are exact (tests build the networks).
 
 from __future__ import annotations
 
-from robustart.zoo.registry import ModelEntry, WeightSource, register
+from robustart.zoo.registry import ModelEntry, WeightSource, ZooFamily, register
+
+# The nas family (one line in robustart/plugins.py): the zoo learns of it from there and never
+# imports robustart.nas; its architectures are registered with timm by robustart.nas.models.
+FAMILY = ZooFamily(
+    "nas", "NAS", "architectures found by search (ABanditNAS)", architectures="robustart.nas.models",
+    no_weights="no weights are published for this architecture. Train a checkpoint with `robustart nas train "
+               "--arch {name} --data ...` (it writes a local entry that `robustart eval --model` loads), or build it "
+               "untrained with pretrained=False.",
+)
 
 CIFAR10_MEAN_STD = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
 MNIST_MEAN_STD = ((0.1307,), (0.3081,))

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+from robustart.noises.base import NoiseFamily
 from robustart.noises.spec import NoiseSpecError
 
 NAMES = {"clean": "no noise: the images as the model's eval transform gives them"}
 
 
-def parse(name: str, args: list, kwargs: dict, spec: str) -> dict:
-    if args or kwargs:
-        raise NoiseSpecError(f"noise 'clean' takes no parameters, got {spec!r}.")
-    return {"name": "clean"}
+class CleanFamily(NoiseFamily):
+    section = "clean"
+
+    def names(self):
+        return NAMES
+
+    def examples(self, name):
+        return ["clean"]
+
+    def parse(self, name, args, kwargs, spec):
+        if args or kwargs:
+            raise NoiseSpecError(f"noise 'clean' takes no parameters, got {spec!r}.")
+        return {"name": "clean"}
+
+    def build(self, config):
+        return None  # the engine records the clean predictions directly
+
+    def label(self, config):
+        return "clean"
 
 
-def build(config: dict):
-    return None  # the engine records the clean predictions directly
+FAMILY = CleanFamily()

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import torch
 
-from robustart.noises.base import Noise, NoiseOutput, sample_generator
+from robustart.errors import DataError
+from robustart.noises.base import Noise, NoiseFamily, NoiseOutput, sample_generator
 from robustart.noises.corruptions import constants as K
 from robustart.noises.spec import NoiseSpecError, take
+from robustart.registry import did_you_mean
 
 NAMES = {
     "corruption": "one natural corruption (ImageNet-C): corruption:NAME[:SEVERITY], e.g. corruption:glass_blur:3",
@@ -31,13 +33,24 @@ NAMES = {
 IMPLS = ("torch", "reference")
 
 _SELECTIONS = {
-    "all": K.ALL,
+    "all": None,  # every registered corruption (the 19 of ImageNet-C, and any registered since)
     "common": K.COMMON,
     "imagenet-c": K.COMMON,
     "extra": K.EXTRA,
     "validation": K.EXTRA,
     **K.GROUPS,
 }
+
+
+def _registry():
+    from robustart.noises.corruptions.torch_impl import CORRUPTIONS
+
+    return CORRUPTIONS
+
+
+def _selection(key: str):
+    sel = _SELECTIONS[key]
+    return tuple(_registry().names()) if sel is None else sel
 
 _PARAMS = {
     "corruption": "corruption name, `all` (19), `common` (15) or a group (noise, blur, weather, digital, extra)",
@@ -48,21 +61,18 @@ _PARAMS = {
 
 
 def _corruptions(value, spec: str) -> tuple[str, ...]:
+    names = _registry().names()
     if not isinstance(value, str):
-        raise NoiseSpecError(f"noise spec {spec!r}: corruption must be a name, got {value!r}. Corruptions: {', '.join(K.ALL)}.")
+        raise NoiseSpecError(f"noise spec {spec!r}: corruption must be a name, got {value!r}. Corruptions: {', '.join(names)}.")
     key = value.strip().lower().replace("-", "_")
-    if key in K.ALL:
+    if key in names:
         return (key,)
-    sel = _SELECTIONS.get(key) or _SELECTIONS.get(key.replace("_", "-"))
-    if sel:
-        return tuple(sel)
-    import difflib
-
-    close = difflib.get_close_matches(key, list(K.ALL) + list(_SELECTIONS), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
+    for k in (key, key.replace("_", "-")):
+        if k in _SELECTIONS:
+            return _selection(k)
     raise NoiseSpecError(
-        f"noise spec {spec!r}: unknown corruption {value!r}.{hint} Corruptions: {', '.join(K.ALL)}; "
-        f"or a selection: {', '.join(_SELECTIONS)}."
+        f"noise spec {spec!r}: unknown corruption {value!r}.{did_you_mean(key, list(names) + list(_SELECTIONS))} "
+        f"Corruptions: {', '.join(names)}; or a selection: {', '.join(_SELECTIONS)}."
     )
 
 
@@ -74,10 +84,15 @@ def _severities(value, spec: str) -> tuple[int, ...]:
     return (value,)
 
 
-def _impl(value, spec: str) -> str:
+def _impl(value, spec: str, corruptions=()) -> str:
     v = str(value).lower()
     if v not in IMPLS:
         raise NoiseSpecError(f"noise spec {spec!r}: impl must be one of {', '.join(IMPLS)}, got {value!r}.")
+    if v == "reference":
+        missing = [c for c in corruptions if not _registry().get(c).reference]
+        if missing:
+            raise NoiseSpecError(f"noise spec {spec!r}: imagecorruptions has no {', '.join(missing)}; "
+                                 "use impl=torch for them.")
     return v
 
 
@@ -112,11 +127,11 @@ def parse(name: str, args: list, kwargs: dict, spec: str):
         if "corruption" not in kwargs:
             raise NoiseSpecError(
                 f"noise spec {spec!r}: which corruption? e.g. corruption:glass_blur:3 or corruption:all:severity=3. "
-                f"Corruptions: {', '.join(K.ALL)}."
+                f"Corruptions: {', '.join(_registry().names())}."
             )
     corruptions = _corruptions(kwargs["corruption"], spec)
     severities = _severities(kwargs.get("severity"), spec)
-    impl = _impl(kwargs.get("impl", "torch"), spec)
+    impl = _impl(kwargs.get("impl", "torch"), spec, corruptions)
     jpeg = _jpeg(kwargs.get("jpeg", False), spec)
     configs = [_config(c, s, impl, jpeg) for c in corruptions for s in severities]
     return configs[0] if len(configs) == 1 and name == "corruption" else configs
@@ -132,7 +147,7 @@ def check_config(config: dict) -> dict:
     if len(c) != 1:
         raise NoiseSpecError(f"config {spec}: corruption must name one corruption.")
     (s,) = _severities(config.get("severity"), spec)
-    return _config(c[0], s, _impl(config.get("impl", "torch"), spec), _jpeg(config.get("jpeg", False), spec))
+    return _config(c[0], s, _impl(config.get("impl", "torch"), spec, c), _jpeg(config.get("jpeg", False), spec))
 
 
 class CorruptionNoise(Noise):
@@ -156,7 +171,7 @@ class CorruptionNoise(Noise):
         from robustart.noises.corruptions import torch_impl as T
 
         rng = None
-        if self.corruption in K.STOCHASTIC:
+        if T.CORRUPTIONS.get(self.corruption).stochastic:
             salt = f"corruption/{self.corruption}"
             rng = T.Draws([sample_generator(seed, i, salt) for i in ids], x_u8.device)
         out = T.corrupt(x_u8, self.corruption, self.severity, rng)
@@ -179,15 +194,16 @@ class CorruptionNoise(Noise):
             out.append(y)
         return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous().to(x_u8.device)
 
-    def apply(self, model, x, y, ids, clean_logits, seed) -> NoiseOutput:
+    def check(self, entry, source) -> None:
+        if entry.input_size[0] != 3:
+            raise DataError(f"corruptions need RGB images; model {entry.name!r} takes {entry.input_size[0]}-channel "
+                            "images. Use clean, adversarial or precision noises with it.")
+
+    def apply(self, model, x, y, ids, clean_logits, seed, variant=None) -> NoiseOutput:
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"corruptions need RGB batches (N, 3, H, W), got shape {tuple(x.shape)}")
         x_u8 = (x * 255).round().clamp(0, 255).to(torch.uint8)
         return NoiseOutput(self.corrupt_uint8(x_u8, list(ids), seed).to(x.dtype) / 255.0)
-
-
-def build(config: dict) -> CorruptionNoise:
-    return CorruptionNoise(config)
 
 
 def summarize(results) -> dict:
@@ -234,3 +250,56 @@ def summarize(results) -> dict:
         suffix = "" if len(groups) == 1 else f"@{impl}{'+jpeg' if jpeg else ''}"
         out.update({k + suffix: v for k, v in flat.items()})
     return out
+
+
+def prerendered_metrics(results) -> dict:
+    """mCE and friends of a clean run over pre-rendered ImageNet-C folders (sample ids are
+    `<corruption>/<severity>/...`). Relative mCE needs a clean error from an ImageNet val run."""
+    from robustart.noises.corruptions import metrics as CM
+
+    out = {}
+    for j in results:
+        if j.meta["config"]["noise"]["name"] != "clean":
+            continue
+        s = CM.summary(CM.error_table(CM.prerendered_cells(j.records)), None)
+        out.update({k: s[k] for k in ("mce", "mean_corruption_error") if s.get(k) is not None})
+        if "note" in s:
+            out["corruption_note"] = s["note"]
+        out.update(corruption_errors=s["corruption_error"], ce=s["ce"])
+    return out
+
+
+class CorruptionFamily(NoiseFamily):
+    section = "corruption"
+
+    def names(self):
+        return NAMES
+
+    def params(self, name):
+        return _PARAMS
+
+    def examples(self, name):
+        if name == "imagenet-c":
+            return ["imagenet-c:severity=1"]
+        return ["corruption:glass_blur:3", "corruption:gaussian_noise:2,impl=reference,jpeg=true"]
+
+    def parse(self, name, args, kwargs, spec):
+        return parse(name, args, kwargs, spec)
+
+    def build(self, config):
+        return CorruptionNoise(config)
+
+    def label(self, cfg):
+        parts = ["corruption", str(cfg.get("corruption")), str(cfg.get("severity"))]
+        if cfg.get("impl", "torch") != "torch" or cfg.get("jpeg"):
+            parts.append(f"[{cfg.get('impl', 'torch')}{'+jpeg' if cfg.get('jpeg') else ''}]")
+        return " ".join(parts)
+
+    def summarize(self, results):
+        return summarize(results)
+
+    def dataset_metrics(self, kind, results):
+        return prerendered_metrics(results) if kind == "imagenet-c" else {}
+
+
+FAMILY = CorruptionFamily()

@@ -24,7 +24,7 @@ import pyarrow as pa
 import torch
 
 from robustart.errors import RobustartError
-from robustart.noises.base import Noise, NoiseOutput
+from robustart.noises.base import Noise, NoiseFamily, NoiseOutput
 from robustart.noises.spec import NoiseSpecError
 
 FORM_RE = re.compile(r"^w[2-8]a[2-8]$")
@@ -32,6 +32,7 @@ PARAMS = {
     "backend": "one backend: fake | cpu-int8 | triton",
     "backends": "the backends of the suite, joined by + (default: fake, cpu-int8, and triton on CUDA)",
 }
+HELP = "a quantized form across backends: w8a8, w4a4, ... (precision:w8a8); its settings as in model names"
 
 
 def is_form(value) -> bool:
@@ -86,6 +87,51 @@ def with_calibration(config: dict, source):
     return {**config, "calibration": calib.describe()}, calib
 
 
+class QuantizedFamily(NoiseFamily):
+    """Narrows `precision`: `precision:<form>` specs and the configs that carry a form."""
+
+    section = "precision"
+    extends = {"precision": HELP}
+
+    def names(self):
+        return {}
+
+    def syntax(self, name):
+        return f"{name}:wNaM"
+
+    def params(self, name):
+        from robustart.quant.qconfig import PARAMS as QPARAMS
+
+        return {**PARAMS, **QPARAMS}
+
+    def examples(self, name):
+        return ["precision:w8a8,calib=2,backends=fake+cpu-int8"]
+
+    def claims(self, name, args, kwargs):
+        return is_form(args[0] if args else kwargs.get("variant"))
+
+    def owns(self, config):
+        return config.get("name") == "precision" and "form" in config
+
+    def parse(self, name, args, kwargs, spec):
+        if len(args) > 1:
+            raise NoiseSpecError(f"noise spec {spec!r}: one form, e.g. precision:w8a8.")
+        form = args[0] if args else kwargs["variant"]
+        return parse(str(form), {k: v for k, v in kwargs.items() if k != "variant"}, spec)
+
+    def resolve(self, config, source):
+        return with_calibration(config, source)[0]
+
+    def build(self, config):
+        return QuantPrecisionNoise(config)
+
+    def label(self, cfg):
+        return f"precision {cfg.get('variant')}"
+
+    def summarize(self, results):
+        return summarize(results)
+
+
 class QuantPrecisionNoise(Noise):
     fields = [("logit_diff", pa.float32()), ("logit_mean_diff", pa.float32()), ("fake_pred", pa.int32()),
               ("fake_logit_diff", pa.float32()), ("fake_logit_mean_diff", pa.float32())]
@@ -96,14 +142,27 @@ class QuantPrecisionNoise(Noise):
         super().__init__(dict(config))
         self.qcfg = parse_form(config["spec"])[1]["quant"]
         self.backend = config["backend"]
-        self.calibration = None  # set by the engine (robustart.quant.forms.CalibSet)
+        self.calibration = None  # robustart.quant.forms.CalibSet, made in prepare
+        self._overlap = None
         self._q = self._fake = None
         self._fake_logits: list = []
         self._info: dict = {}
 
-    def prepare(self, model, device) -> None:
+    def check(self, entry, source) -> None:
+        if entry.form != "fp":
+            raise RobustartError(f"precision:{self.qcfg.form} quantizes an fp model; --model is already "
+                                 f"{entry.form}. Use --model {entry.name}.")
+
+    def prepare(self, model, device, data=None) -> None:
         from robustart.quant import backends as B
-        from robustart.quant.forms import quantize_zoo_model
+        from robustart.quant.forms import calibration_set, quantize_zoo_model
+
+        if data is not None:  # the calibration images: drawn from the evaluated data unless named
+            self.calibration = calibration_set(self.qcfg, data.source)
+            if "calibration" in self.config and self.calibration.describe() != self.config["calibration"]:
+                raise RobustartError(f"precision:{self.qcfg.form}: the calibration images changed since the job "
+                                     f"was planned ({self.calibration.describe()} vs {self.config['calibration']}).")
+            self._overlap = self.calibration.overlap(data.samples)
 
         entry = getattr(model, "entry", None)
         if entry is None:
@@ -112,7 +171,8 @@ class QuantPrecisionNoise(Noise):
             raise RobustartError(f"precision:{self.qcfg.form} quantizes an fp model; --model is already "
                                  f"{entry.form}. Use --model {entry.name}.")
         if self.calibration is None:
-            raise RobustartError("precision:<form> jobs need calibration images (the engine sets them).")
+            raise RobustartError("precision:<form> jobs need calibration images: run them through the engine "
+                                 "(robustart.evaluate), which draws them from the evaluated dataset.")
         why = B.unavailable(self.backend)
         if why:
             raise RobustartError(f"precision:{self.qcfg.form} backend {self.backend} cannot run here: {why}.")
@@ -125,7 +185,13 @@ class QuantPrecisionNoise(Noise):
         else:
             self._q = self._fake
 
-    def apply(self, model, x, y, ids, clean_logits, seed) -> NoiseOutput:
+    def job_meta(self) -> dict:
+        if self.calibration is None:
+            return {}
+        c = self.calibration
+        return {"calibration": {**c.describe(), "overlap_with_evaluated": self._overlap, "source_root": c.root}}
+
+    def apply(self, model, x, y, ids, clean_logits, seed, variant=None) -> NoiseOutput:
         self._fake_logits = []
         return NoiseOutput(x)
 
@@ -172,3 +238,6 @@ def summarize(results) -> dict:
         for k, v in row.items():  # metric -> backend: one column per backend
             out.setdefault(k, {})[label] = v
     return {"quant_precision": out}
+
+
+FAMILY = QuantizedFamily()

@@ -1,81 +1,25 @@
-"""The noise spec grammar, shared by every noise family.
-
-  NAME                              pgd, imagenet-c, adversarial, clean
-  NAME:k=v,k=v                      pgd:eps=4/255,steps=20,norm=linf
-  NAME:POS[:POS...][,k=v...]        corruption:glass_blur:3, corruption:all:severity=3
-
-Parts after the name are separated by ':' or ','. A part with '=' is a keyword, anything else is
-positional. Values are read as a fraction (`4/255`), an int, a float, a bool (true/false/yes/no/
-on/off) or a plain string, in that order. Keywords are lower-cased; '-' in them becomes '_'.
-"""
+"""The noise spec grammar (`robustart/spec.py`, shared with model forms), raising
+`NoiseSpecError`."""
 
 from __future__ import annotations
 
-import re
-from fractions import Fraction
-
-from robustart.errors import RobustartError
-
-_BOOLS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+from robustart import spec as _spec
+from robustart.spec import SpecError
 
 
-class NoiseSpecError(RobustartError):
+class NoiseSpecError(SpecError):
     """A noise spec that does not parse, or names an unknown noise or parameter."""
 
 
 def parse_value(text: str):
-    t = text.strip()
-    if "/" in t:
-        num, _, den = t.partition("/")
-        if _NUMBER.match(num.strip()) and _NUMBER.match(den.strip()):
-            d = float(den)
-            if d == 0:
-                raise NoiseSpecError(f"{text!r}: division by zero in a noise parameter.")
-            return float(Fraction(num.strip()) / Fraction(den.strip()))
-    if re.fullmatch(r"[+-]?\d+", t):
-        return int(t)
-    if _NUMBER.match(t):
-        return float(t)
-    if t.lower() in _BOOLS:
-        return _BOOLS[t.lower()]
-    return t
+    return _spec.parse_value(text, NoiseSpecError)
 
 
 def split_spec(spec: str) -> tuple[str, list, dict]:
     """`'pgd:eps=4/255,steps=20'` -> `('pgd', [], {'eps': 0.01568.., 'steps': 20})`."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise NoiseSpecError("empty noise spec; try `clean`, `pgd` or `pgd:eps=4/255` (see `robustart noises`).")
-    name, _, rest = spec.strip().partition(":")
-    name = name.strip().lower().replace("_", "-") if name.strip().lower() != "clean" else "clean"
-    args: list = []
-    kwargs: dict = {}
-    for part in filter(None, (p.strip() for p in re.split(r"[:,]", rest))):
-        if "=" in part:
-            k, _, v = part.partition("=")
-            k = k.strip().lower().replace("-", "_")
-            if not k:
-                raise NoiseSpecError(f"noise spec {spec!r}: {part!r} has no parameter name before '='.")
-            if k in kwargs:
-                raise NoiseSpecError(f"noise spec {spec!r}: parameter {k!r} is given twice.")
-            kwargs[k] = parse_value(v)
-        else:
-            args.append(parse_value(part))
-    return name, args, kwargs
+    return _spec.split_spec(spec, NoiseSpecError)
 
 
 def take(kwargs: dict, spec: str, allowed: dict) -> dict:
     """Check that `kwargs` only names parameters in `allowed` (name -> help) and return it."""
-    unknown = sorted(set(kwargs) - set(allowed))
-    if unknown:
-        import difflib
-
-        hints = []
-        for u in unknown:
-            close = difflib.get_close_matches(u, allowed, n=1)
-            hints.append(f"{u!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise NoiseSpecError(
-            f"noise spec {spec!r}: unknown parameter {', '.join(hints)}. "
-            f"It takes: {', '.join(sorted(allowed))}."
-        )
-    return kwargs
+    return _spec.take(kwargs, spec, allowed, NoiseSpecError)

@@ -27,42 +27,58 @@ import torch
 import torch.nn.functional as F
 
 from robustart.errors import RobustartError
+from robustart.registry import Registry
 
-BACKENDS = ("fake", "cpu-int8", "triton")
-BACKEND_HELP = {
-    "fake": "float simulation of the integer grid (differentiable)",
-    "cpu-int8": "PyTorch's x86 int8 kernels (fbgemm/oneDNN), 8-bit requantized outputs",
-    "triton": "robustart.kernels Triton int8/int4 kernels (GPU; CPU interpreter otherwise)",
-}
+class Backend:
+    """Where a calibrated model's quantized layers run. A new backend is one subclass with a
+    `name`, registered in `BACKENDS` (one line in robustart/plugins.py for a built-in one).
+
+    `layer_forward(layer, x)` computes a QuantLayer's output from its integer codes
+    (`layer.w_int`, `layer.w_scale`, `layer.act`, ...); it runs only without autograd, and the
+    layer falls back to its fake-quant simulation for gradients. `matmul` computes an attention
+    matmul of two quantized operands."""
+
+    name: str = ""
+    help: str = ""
+    #: False for the float simulation itself (differentiable; no integer arithmetic)
+    integer: bool = True
+
+    def unavailable(self) -> str | None:
+        """Why this backend cannot run here, or None."""
+        return None
+
+    def layer_forward(self, layer, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def matmul(self, qa, a: torch.Tensor, qb, b: torch.Tensor) -> torch.Tensor:
+        # exact integer products (float64 holds every partial sum of 8-bit codes exactly), then
+        # dequantized
+        ia = (qa.codes(a) - qa.zero_point).double()
+        ib = (qb.codes(b) - qb.zero_point).double()
+        return ((ia @ ib) * (qa.scale.double() * qb.scale.double())).to(a.dtype)
+
+
+def _check(name, obj) -> None:
+    if not isinstance(obj, Backend):
+        raise TypeError(f"quantization backend {name!r} must be a robustart.quant.backends.Backend, got {obj!r}")
+
+
+BACKENDS = Registry("quantization backend", "quant_backends", error=RobustartError, check=_check,
+                    message="--backend {name!r} is not a backend.{hint} Backends: {names}.")
 
 
 def check_backend(name: str) -> str:
-    if name not in BACKENDS:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), BACKENDS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise RobustartError(f"--backend {name!r} is not a backend.{hint} Backends: {', '.join(BACKENDS)}.")
+    BACKENDS.get(name)
     return name
+
+
+def get(name: str) -> Backend:
+    return BACKENDS.get(name)
 
 
 def unavailable(name: str) -> str | None:
     """Why backend `name` cannot run here, or None."""
-    check_backend(name)
-    if name == "cpu-int8":
-        engines = torch.backends.quantized.supported_engines
-        if not any(e in engines for e in ("x86", "fbgemm")):
-            return f"this torch has no x86/fbgemm quantized engine (engines: {engines})"
-    if name == "triton":
-        try:
-            from robustart import kernels  # noqa: F401
-        except ImportError as e:
-            return f"robustart.kernels cannot be imported ({e})"
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return "triton is not installed"
-    return None
+    return BACKENDS.get(name).unavailable()
 
 
 def set_backend(model: torch.nn.Module, name: str) -> torch.nn.Module:
@@ -85,11 +101,50 @@ def _act_int(layer, x: torch.Tensor) -> torch.Tensor:
 
 
 def int_forward(layer, x: torch.Tensor) -> torch.Tensor:
-    if layer.backend == "cpu-int8":
+    """A QuantLayer's output on its (integer) backend."""
+    return BACKENDS.get(layer.backend).layer_forward(layer, x)
+
+
+class FakeBackend(Backend):
+    name = "fake"
+    help = "float simulation of the integer grid (differentiable)"
+    integer = False
+
+
+class CpuInt8Backend(Backend):
+    name = "cpu-int8"
+    help = "PyTorch's x86 int8 kernels (fbgemm/oneDNN), 8-bit requantized outputs"
+
+    def unavailable(self):
+        engines = torch.backends.quantized.supported_engines
+        if not any(e in engines for e in ("x86", "fbgemm")):
+            return f"this torch has no x86/fbgemm quantized engine (engines: {engines})"
+        return None
+
+    def layer_forward(self, layer, x):
         return _cpu_int8(layer, x)
-    if layer.backend == "triton":
+
+
+class TritonBackend(Backend):
+    name = "triton"
+    help = "robustart.kernels Triton int8/int4 kernels (GPU; CPU interpreter otherwise)"
+
+    def unavailable(self):
+        try:
+            from robustart import kernels  # noqa: F401
+        except ImportError as e:
+            return f"robustart.kernels cannot be imported ({e})"
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return "triton is not installed"
+        return None
+
+    def layer_forward(self, layer, x):
         return _triton(layer, x)
-    raise AssertionError(layer.backend)
+
+
+FAKE, CPU_INT8, TRITON = FakeBackend(), CpuInt8Backend(), TritonBackend()
 
 
 # --------------------------------------------------------------------------- integer reference

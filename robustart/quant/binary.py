@@ -64,6 +64,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from robustart.registry import Registry
+
+# The methods `binarize_model` implements (their layers below branch on these names).
 METHODS = ("bnn", "xnor", "irnet", "dirnet", "reactnet")
 
 # Activation modules that binarize_model swaps out.
@@ -478,3 +481,39 @@ def binarize_model(
         setattr(parent, child, new)
     ref = next(net.parameters())
     return net.to(ref.device)
+
+
+# --------------------------------------------------------------------------- the method registry
+
+
+class BinarizationMethod:
+    """A binarized form's method (`NAME@binary-<name>`): `binarize(net)` turns a full-precision
+    network into the binarized one, in place, and returns it. A new method is one subclass (or
+    instance) registered in `BINARIZATION_METHODS` (one line in robustart/plugins.py for a
+    built-in one); the five built-in ones are `binarize_model`'s."""
+
+    def __init__(self, name: str, help: str = ""):
+        self.name = name
+        self.help = help
+
+    def binarize(self, net: nn.Module) -> nn.Module:
+        return binarize_model(net, self.name)
+
+    def __repr__(self) -> str:
+        return f"BinarizationMethod({self.name!r})"
+
+
+def _check_method(name, obj) -> None:
+    if not callable(getattr(obj, "binarize", None)):
+        raise TypeError(f"binarization method {name!r} needs a binarize(net) method, got {obj!r}")
+
+
+BINARIZATION_METHODS = Registry("binarization method", "binarization_methods", error=ValueError,
+                                check=_check_method,
+                                message="unknown binarization method {name!r}.{hint} Methods: {names}.")
+
+BNN = BinarizationMethod("bnn", "BNN: sign weights and activations, clipped straight-through estimator")
+XNOR = BinarizationMethod("xnor", "XNOR-Net: sign weights scaled by mean |W| per channel")
+IRNET = BinarizationMethod("irnet", "IR-Net: Libra-PB balanced weights, power-of-two scales, EDE gradients")
+DIRNET = BinarizationMethod("dirnet", "DIR-Net style: balanced weights, distribution-sensitive tanh estimator")
+REACTNET = BinarizationMethod("reactnet", "ReActNet: RSign and RPReLU, ApproxSign gradients")

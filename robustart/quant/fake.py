@@ -187,11 +187,9 @@ class QuantAttention(nn.Module):
 
     def _matmul(self, qa: ActQuant, a: torch.Tensor, qb: ActQuant, b: torch.Tensor) -> torch.Tensor:
         if qa.mode == "quant" and self.backend != "fake" and not torch.is_grad_enabled():
-            # integer backends: exact integer products (float64 holds every partial sum of
-            # 8-bit codes exactly), then dequantized
-            ia = (qa.codes(a) - qa.zero_point).double()
-            ib = (qb.codes(b) - qb.zero_point).double()
-            return ((ia @ ib) * (qa.scale.double() * qb.scale.double())).to(a.dtype)
+            from robustart.quant import backends
+
+            return backends.get(self.backend).matmul(qa, a, qb, b)
         return qa(a) @ qb(b)
 
     def forward(self, x: torch.Tensor, attn_mask=None, is_causal: bool = False) -> torch.Tensor:

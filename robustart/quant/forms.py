@@ -148,14 +148,67 @@ def quantize_zoo_model(model, qcfg: QuantConfig, calib: CalibSet, *, use_cache: 
 
 
 def binarize_zoo_model(model, method: str):
-    """A binarized form: robustart.quant.binary replaces the network's layers (first and last
-    stay float)."""
+    """A binarized form: the registered binarization method (robustart.quant.binary's
+    BINARIZATION_METHODS) replaces the network's layers."""
     from robustart.errors import RobustartError
 
     try:
-        from robustart.quant.binary import binarize_model
+        from robustart.quant.binary import BINARIZATION_METHODS
     except ImportError as e:
         raise RobustartError(f"binary forms need robustart.quant.binary, which cannot be imported ({e}).") from None
-    model.net = binarize_model(model.net, method)
+    model.net = BINARIZATION_METHODS.get(method).binarize(model.net)
     model.quant_info = {"form": "binary", "method": method}
     return model.eval()
+
+
+# --------------------------------------------------------------------------- the zoo's form provider
+
+
+class QuantForms:
+    """The quantized (`NAME@wNaM[:settings]`) and binarized (`NAME@binary-<method>`) forms of zoo
+    models, as the zoo asks for them (robustart.zoo.registry.FORM_PROVIDERS; one line in
+    robustart/plugins.py): the zoo never imports robustart.quant."""
+
+    def claims(self, text: str) -> bool:
+        import re
+
+        head = str(text).partition(":")[0].strip().lower()
+        return bool(re.fullmatch(r"w\d+a\d+", head)) or head.startswith("binary")
+
+    def parse(self, text: str, model: str = ""):
+        """(form, settings): a QuantConfig, or {"method": ...} for a binary form."""
+        from robustart.quant.qconfig import parse_form
+
+        form, extra = parse_form(text, model=model)
+        return form, extra.get("quant") or {"method": extra["method"]}
+
+    def check_backend(self, entry, backend: str) -> None:
+        from robustart.errors import RobustartError
+        from robustart.quant import backends as B
+
+        B.check_backend(backend)
+        if entry.form == "binary":
+            if backend != "fake":
+                raise RobustartError(f"--backend {backend}: binary forms run as their own modules (--backend fake).")
+            return
+        why = B.unavailable(backend)
+        if why:
+            raise RobustartError(f"--backend {backend} cannot run here: {why}.")
+
+    def calibration(self, entry, source=None) -> CalibSet | None:
+        """The calibration images of a quantized form (from `source`, the evaluated dataset, unless
+        the form or ROBUSTART_CALIB_DATA names others); None for forms that need none."""
+        if entry.form in ("fp", "binary"):
+            return None
+        return calibration_set(entry.quant, source)
+
+    def build(self, model, entry, *, calibration: CalibSet | None = None, backend: str = "fake",
+              progress: bool = False):
+        if entry.form == "binary":
+            return binarize_zoo_model(model, entry.quant["method"])
+        if calibration is None:
+            calibration = calibration_set(entry.quant)
+        return quantize_zoo_model(model, entry.quant, calibration, backend=backend, progress=progress)
+
+
+FORMS = QuantForms()

@@ -14,6 +14,8 @@ import re
 from dataclasses import asdict, dataclass, fields
 
 from robustart.errors import RobustartError
+from robustart.registry import did_you_mean
+from robustart.spec import parse_value
 
 NAMED_FORMS = ("w8a8", "w6a6", "w4a8", "w4a4")
 OBSERVERS = ("minmax", "percentile", "mse")
@@ -110,17 +112,12 @@ class QuantConfig:
 
 
 def _closest(word: str, options) -> str:
-    import difflib
-
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
-    return f" Did you mean {close[0]!r}?" if close else ""
+    return did_you_mean(word, options, cutoff=0.5)
 
 
 def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
     """`'w4a4:observer=mse,recon=on'` -> ("w4a4", {"quant": QuantConfig(...)});
     `'binary-irnet'` -> ("binary", {"method": "irnet"}). Errors name the input and the choices."""
-    from robustart.noises.spec import parse_value
-
     where = f"model {model + '@' + text!r}" if model else f"form {text!r}"
     head, _, rest = text.strip().partition(":")
     head = head.strip().lower()
@@ -129,14 +126,14 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
         if "=" not in part:
             raise FormError(f"{where}: {part!r} is not a setting; write key=value, e.g. observer=mse.")
         k, _, v = part.partition("=")
-        kwargs[k.strip().lower().replace("-", "_")] = parse_value(v)
+        kwargs[k.strip().lower().replace("-", "_")] = parse_value(v, FormError)
     if head == "binary" or head.startswith("binary-"):
         method = head.partition("-")[2] or str(kwargs.pop("method", ""))
         extra = sorted(set(kwargs) - {"method"})
         if extra:
             raise FormError(f"{where}: binary forms take no settings ({', '.join(extra)}); "
                             "pick the method in the name, e.g. resnet18@binary-irnet.")
-        methods = _binary_methods()
+        methods = binary_methods()
         if method not in methods:
             raise FormError(f"{where}: unknown binarization method {method!r}.{_closest(method, methods)} "
                             f"Methods: {', '.join('binary-' + m for m in methods)}.")
@@ -145,11 +142,10 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
     if not m:
         raise FormError(f"{where}: unknown form {head!r}.{_closest(head, NAMED_FORMS + ('binary',))} "
                         f"Forms: {', '.join(NAMED_FORMS)} (any wNaM with 2 <= N, M <= 8), "
-                        f"binary-<method> ({', '.join(_binary_methods())}).")
+                        f"binary-<method> ({', '.join(binary_methods())}).")
     unknown = sorted(set(kwargs) - set(PARAMS))
     if unknown:
-        hints = [f"{u!r}" + _closest(u, PARAMS).replace(" Did you mean", " (did you mean").replace("?", "?)")
-                 for u in unknown]
+        hints = [f"{u!r}" + did_you_mean(u, PARAMS, cutoff=0.5, inline=True) for u in unknown]
         raise FormError(f"{where}: unknown setting {', '.join(hints)}. Settings: {', '.join(PARAMS)}.")
     for k in ("recon", "attn"):
         if k in kwargs and not isinstance(kwargs[k], bool):
@@ -168,9 +164,13 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
     return cfg.form, {"quant": cfg}
 
 
-def _binary_methods() -> tuple[str, ...]:
+def binary_methods() -> tuple[str, ...]:
+    """The registered binarization methods (robustart.quant.binary.BINARIZATION_METHODS)."""
     try:
-        from robustart.quant.binary import METHODS
+        from robustart.quant.binary import BINARIZATION_METHODS
     except ImportError:  # binarization not part of this installation: no binary forms
         return ()
-    return tuple(METHODS)
+    return tuple(BINARIZATION_METHODS.names())
+
+
+_binary_methods = binary_methods

@@ -30,11 +30,10 @@ def resolve_model(jobs: pd.DataFrame, name: str) -> str:
         return cands[0]
     if cands:
         raise StoreError(f"model {name!r} has several forms in the store: {', '.join(cands)}; name one.")
-    import difflib
+    from robustart.registry import did_you_mean
 
-    close = difflib.get_close_matches(name, labels, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise StoreError(f"no complete job of model {name!r} in the store.{hint} Models in the store: {', '.join(labels)}.")
+    raise StoreError(f"no complete job of model {name!r} in the store.{did_you_mean(name, labels)} "
+                     f"Models in the store: {', '.join(labels)}.")
 
 
 def paired(pj: pd.DataFrame, records: pd.DataFrame, a: str, b: str) -> pd.DataFrame:

@@ -8,8 +8,14 @@ import math
 
 import pandas as pd
 
-FAMILY_ORDER = ["CNN", "Transformer", "MLP-Mixer", "NAS"]
 MAX_HEATMAPS = 12  # per figure; a report with more models lists the rest in its tables
+
+
+def family_order() -> list[str]:
+    """Zoo family labels in registry order (the colours of the clean-vs-robust figure)."""
+    from robustart.zoo.registry import FAMILIES
+
+    return [f.label for f in FAMILIES.values()]
 
 
 def _setup():
@@ -51,7 +57,8 @@ def scatter_clean_vs_robust(points: pd.DataFrame) -> bytes | None:
     nrow = math.ceil(len(kinds) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(4.6 * ncol, 4.2 * nrow), squeeze=False)
     fams = set(df["family"])
-    hue_order = [f for f in FAMILY_ORDER if f in fams] + sorted(fams - set(FAMILY_ORDER))
+    order = family_order()
+    hue_order = [f for f in order if f in fams] + sorted(fams - set(order))
     style_order = [s for s in ("FP", "quantized", "binarized") if s in set(df["form"])]
     for ax, kind in zip(axes.flat, kinds):
         sub = df[df["kind"] == kind]

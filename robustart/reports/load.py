@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from robustart.noises import section_of
 from robustart.results.store import ResultsStore
+from robustart.zoo.registry import family_label
 
-# Noise name -> the report section it belongs to. Names not listed here land in "other".
-ADVERSARIAL = ("fgsm", "pgd", "mim", "cw", "square", "autoattack", "transfer")
-NOISE_SECTIONS = {"clean": "clean", "corruption": "corruption", "imagenet-s": "imagenet-s",
-                  "precision": "precision", **{n: "adversarial" for n in ADVERSARIAL}}
-
-FAMILY_LABELS = {"cnn": "CNN", "transformer": "Transformer", "mixer": "MLP-Mixer", "nas": "NAS"}
+# The sections with a table of their own; a noise family's jobs go to the one it names (its
+# `section`), and to "Other noises" when it names none of these.
+SECTIONS = ("clean", "adversarial", "corruption", "imagenet-s", "precision")
 
 # Record columns a report reads; every job's shards are read with this schema, and a column a
 # job lacks (clean jobs have no clean_pred) reads as null.
@@ -59,22 +58,15 @@ def bit_width(form: str | None, precision: str | None) -> float:
 
 
 def noise_label(cfg: dict) -> str:
-    """A short, unique-enough name for a job's noise config."""
-    name = cfg.get("name", "?")
-    parts = [name]
-    for k in ("corruption", "severity", "decoder", "resize", "variant", "src", "norm"):
-        if k in cfg and cfg[k] is not None:
-            parts.append(str(cfg[k]))
-    if "eps" in cfg and cfg["eps"] is not None:
-        e = float(cfg["eps"])
-        parts.append(f"{e * 255:.3g}/255" if cfg.get("norm") == "linf" else f"{e:.3g}")
-    if name == "imagenet-s" and cfg.get("geometry", "eval") != "eval":
-        parts.append(str(cfg["geometry"]))
-    if cfg.get("budget"):
-        parts.append(f"({cfg['budget']})")
-    if name == "corruption" and (cfg.get("impl", "torch") != "torch" or cfg.get("jpeg")):
-        parts.append(f"[{cfg.get('impl', 'torch')}{'+jpeg' if cfg.get('jpeg') else ''}]")
-    return " ".join(parts)
+    """A short, unique-enough name for a job's noise config (its family's label)."""
+    from robustart.noises import noise_label as label
+
+    return label(cfg)
+
+
+def _section(noise: dict) -> str:
+    s = section_of(noise)
+    return s if s in SECTIONS else "other"
 
 
 def _job_row(key: str, meta: dict) -> dict:
@@ -88,10 +80,10 @@ def _job_row(key: str, meta: dict) -> dict:
     return {
         "key": key, "status": meta.get("status"), "model": model.get("name"),
         "label": model_label(model.get("name"), form, precision), "arch": model.get("arch"),
-        "family": model.get("family"), "family_label": FAMILY_LABELS.get(model.get("family"), str(model.get("family"))),
+        "family": model.get("family"), "family_label": family_label(model.get("family")),
         "form": form, "precision": precision, "bits": bit_width(form, precision),
         "dataset": data.get("name"), "dataset_n": data.get("n"), "fingerprint": data.get("fingerprint"),
-        "noise": noise.get("name"), "section": NOISE_SECTIONS.get(noise.get("name"), "other"),
+        "noise": noise.get("name"), "section": _section(noise),
         "noise_label": noise_label(noise), "norm": noise.get("norm"), "eps": noise.get("eps"),
         "budget": noise.get("budget"), "corruption": noise.get("corruption"), "severity": noise.get("severity"),
         "impl": noise.get("impl"), "jpeg": noise.get("jpeg"), "decoder": noise.get("decoder"),

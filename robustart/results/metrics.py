@@ -79,6 +79,13 @@ def wcar(records_list: list[pd.DataFrame]) -> float:
     return float(100.0 * s.mean()) if len(s) else float("nan")
 
 
+def survivors_frame(records_list: list[pd.DataFrame]) -> pd.DataFrame:
+    """`survivors` as records (sample_id, status, correct): a sample is correct only if it is
+    correct in every job, e.g. under every black-box attack of a suite."""
+    s = survivors(records_list)
+    return pd.DataFrame({"sample_id": s.index, "status": "ok", "correct": s.to_numpy()})
+
+
 def blackbox_only_share(white_list: list[pd.DataFrame], black: pd.DataFrame) -> float:
     """Share (%) of samples that survive every white-box attack but not the black-box one: above
     zero, the white-box attacks are likely hampered by gradient masking."""
@@ -124,3 +131,17 @@ def noise_summary(records: pd.DataFrame) -> dict:
         out["max_pert_linf"] = float(att["pert_linf"].max()) if len(att) else float("nan")
         out.update(masking_diagnostics(records))
     return out
+
+
+def spread(values: dict, prefix: str) -> dict:
+    """Mean / std (sample) / worst / range of top-1 over a grid of variants (label -> top-1,
+    NaN for variants without samples), and the worst variant's label."""
+    v = np.array([x for x in values.values() if not np.isnan(x)], dtype=float)
+    if not len(v):
+        return {}
+    worst = min(values, key=lambda k: values[k] if not np.isnan(values[k]) else float("inf"))
+    return {f"{prefix}_mean_top1": float(v.mean()),
+            f"{prefix}_std_top1": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            f"{prefix}_worst_top1": float(v.min()),
+            f"{prefix}_range_top1": float(v.max() - v.min()),
+            f"{prefix}_worst_variant": worst}

@@ -154,6 +154,42 @@ class ResultsStore:
         return pd.DataFrame(rows, columns=["key", "status", "model", "noise", "dataset", "n", "precision", "started", "finished"])
 
 
+    def summary(self, label=None):
+        """`list_jobs()` plus, per job, `n_done` (records written) and `top1`: from the metrics
+        cached in its meta.json when the job is complete, else from its records (read once).
+        `label(noise_config) -> str` names each job's noise (robustart.noises.noise_label);
+        without it the noise's name is shown."""
+        import pyarrow.parquet as pq
+
+        from robustart.results import metrics as M
+
+        df = self.list_jobs()
+        labels, top1, done = [], [], []
+        for key in df["key"]:
+            meta = self.read_meta(key) or {}
+            cfg = meta.get("config", {}).get("noise") or {}
+            labels.append(label(cfg) if label is not None and cfg else cfg.get("name"))
+            cached = meta.get("metrics") or {}
+            if meta.get("status") == "complete" and "top1" in cached and "n" in cached:
+                top1.append(float(cached["top1"]))
+                done.append(int(cached["n"]))
+                continue
+            paths = [self.shard_path(key, i) for i in self.shard_indices(key)]
+            n = 0
+            for p in paths:
+                try:
+                    n += pq.read_metadata(p).num_rows
+                except Exception:
+                    continue
+            done.append(n)
+            rec = self.read_records(key) if n else None
+            top1.append(M.top1(rec) if rec is not None and len(rec) else float("nan"))
+        df["noise"] = labels
+        df["top1"] = top1
+        df["n_done"] = done
+        return df
+
+
 def pa_concat(tables):
     import pyarrow as pa
 

@@ -1,11 +1,15 @@
-"""Model zoo: registry of entries, checkpoint download/verify/load, model building."""
+"""Model zoo: registry of entries and families, checkpoint download/verify/load, model building."""
 
 from robustart.zoo.registry import (
+    ENTRIES,
     FAMILIES,
+    FORM_PROVIDERS,
     ModelEntry,
     UnknownModelError,
     WeightSource,
+    ZooFamily,
     all_tags,
+    family_label,
     get_entry,
     list_entries,
     register,
@@ -13,11 +17,15 @@ from robustart.zoo.registry import (
 )
 
 __all__ = [
+    "ENTRIES",
     "FAMILIES",
+    "FORM_PROVIDERS",
     "ModelEntry",
     "UnknownModelError",
     "WeightSource",
+    "ZooFamily",
     "all_tags",
+    "family_label",
     "get_entry",
     "list_entries",
     "register",

@@ -1,4 +1,7 @@
-"""Build zoo models: timm network + weights, with normalisation inside.
+"""Build zoo models: timm network + weights, with normalisation inside. `build` is the one way
+a zoo model is made (robustart.load_model and the engine use it), with one set of checks: the
+backend fits the entry's form, the checkpoint's sha256 is the one its entry pins, the checkpoint
+fits the architecture.
 
 A loaded model takes RGB float images in [0, 1] (N, 3, H, W); mean/std live inside, so attack
 budgets are in pixel units. The model carries its entry and its eval transform.
@@ -11,8 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from robustart.errors import RobustartError
 from robustart.zoo import weights as W
-from robustart.zoo.registry import ModelEntry, get_entry
+from robustart.zoo.registry import FAMILIES, ModelEntry, form_provider, get_entry
 
 
 class Normalize(nn.Module):
@@ -48,8 +52,8 @@ class ZooModel(nn.Module):
 def build_network(entry: ModelEntry) -> nn.Module:
     import timm
 
-    if not timm.is_model(entry.arch):
-        import robustart.nas.models  # noqa: F401  (registers the nas architectures with timm)
+    if not timm.is_model(entry.arch) and entry.family in FAMILIES:
+        FAMILIES.get(entry.family).load_architectures()  # a family's own architectures (nas)
 
     return timm.create_model(
         entry.arch, pretrained=False, num_classes=entry.num_classes, **entry.arch_kwargs
@@ -68,6 +72,72 @@ def load_weights_into(net: nn.Module, entry: ModelEntry, path: Path) -> None:
         )
 
 
+def check_backend(entry: ModelEntry, backend: str) -> None:
+    """`backend` runs this entry's form: fp models take only the default ("fake"); a form's
+    provider (robustart.quant) checks its own."""
+    if entry.form == "fp":
+        if backend != "fake":
+            raise RobustartError(f"--backend {backend} runs quantized forms; {entry.name!r} is fp. Name a form, e.g. "
+                                 f"--model {entry.name}@w8a8, or compare backends with --noise precision:w8a8.")
+        return
+    form_provider(entry.form).check_backend(entry, backend)
+
+
+def calibration_for(entry: ModelEntry, source=None):
+    """The calibration images a form needs (drawn from `source`, the evaluated dataset, unless the
+    form names others), or None."""
+    return None if entry.form == "fp" else form_provider(entry.form).calibration(entry, source)
+
+
+def verified_weights(entry: ModelEntry, *, cache_dir: Path | None = None, progress: bool = True) -> tuple[Path, str]:
+    """The entry's checkpoint (fetched if needed) and its sha256, which must be the one the entry
+    pins (the whole digest, or its prefix)."""
+    path = W.fetch(entry, cache_dir=cache_dir, progress=progress)
+    sha = W.file_sha256(path)
+    if not W.sha256_matches(sha, entry.weights.sha256):
+        kind = entry.weights.kind
+        todo = ("Reinstall that package." if kind == "package" else
+                "It changed since its entry was written; retrain or fix the entry." if kind == "file" else
+                f"Delete it and download again (`robustart zoo download {entry.name} --force`).")
+        raise W.ChecksumError(f"model {entry.name!r}: the checkpoint {path} has sha256 {sha}, expected "
+                              f"{entry.weights.sha256}. {todo}")
+    return path, sha
+
+
+def build(
+    entry: str | ModelEntry,
+    *,
+    pretrained: bool = True,
+    device: str | torch.device = "cpu",
+    cache_dir: Path | None = None,
+    progress: bool = True,
+    backend: str = "fake",
+    calibration=None,
+    weights: tuple[Path, str] | None = None,
+    seed: int | None = None,
+) -> ZooModel:
+    """The zoo model of `entry` in eval mode on `device`.
+
+    calibration: a quantized form's calibration images (robustart.quant.forms.CalibSet; default:
+    its `calib_data`, else ROBUSTART_CALIB_DATA). weights: (path, sha256) already verified by
+    `verified_weights` (the engine verifies once per plan). seed: seeds torch before the network
+    is made (its random initialisation, before the weights are loaded)."""
+    entry = entry if isinstance(entry, ModelEntry) else get_entry(entry)
+    check_backend(entry, backend)
+    if seed is not None:
+        torch.manual_seed(seed)
+    net = build_network(entry)
+    sha = None
+    if pretrained:
+        path, sha = weights if weights is not None else verified_weights(entry, cache_dir=cache_dir, progress=progress)
+        load_weights_into(net, entry, path)
+    model = ZooModel(net, entry, sha).to(device).eval()
+    if entry.form != "fp":
+        model = form_provider(entry.form).build(model, entry, calibration=calibration, backend=backend,
+                                                progress=progress).to(device)
+    return model
+
+
 def load_model(
     name: str | ModelEntry,
     *,
@@ -83,27 +153,4 @@ def load_model(
     A quantized form (`NAME@w8a8`) is calibrated on its `calib_data` (or ROBUSTART_CALIB_DATA)
     and runs on `backend` (fake, cpu-int8, triton); a binarized form (`NAME@binary-irnet`) is
     the fp network binarized (robustart.quant.binary)."""
-    entry = name if isinstance(name, ModelEntry) else get_entry(name)
-    net = build_network(entry)
-    sha = None
-    if pretrained:
-        path = W.fetch(entry, cache_dir=cache_dir, progress=progress)
-        sha = W.file_sha256(path)
-        if entry.weights.kind in ("package", "file") and not W.sha256_matches(sha, entry.weights.sha256):
-            raise W.ChecksumError(
-                f"model {entry.name!r}: the checkpoint {path} has sha256 {sha}, expected "
-                f"{entry.weights.sha256}. " + ("Reinstall that package." if entry.weights.package else
-                                               "It changed since its entry was written; retrain or fix the entry.")
-            )
-        load_weights_into(net, entry, path)
-    model = ZooModel(net, entry, sha).to(device).eval()
-    if entry.form == "binary":
-        from robustart.quant.forms import binarize_zoo_model
-
-        model = binarize_zoo_model(model, entry.quant["method"]).to(device)
-    elif entry.form != "fp":
-        from robustart.quant.forms import calibration_set, quantize_zoo_model
-
-        model = quantize_zoo_model(model, entry.quant, calibration_set(entry.quant), backend=backend,
-                                   progress=progress)
-    return model
+    return build(name, pretrained=pretrained, device=device, cache_dir=cache_dir, progress=progress, backend=backend)

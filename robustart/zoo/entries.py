@@ -20,8 +20,15 @@ from robustart.zoo.registry import (
     INCEPTION_MEAN_STD as INCEPTION,
     ModelEntry,
     WeightSource,
+    ZooFamily,
     register,
 )
+
+# The families of the built-in entries (registered in robustart/plugins.py); looking any of
+# them up imports this module, which registers the entries below.
+CNN = ZooFamily("cnn", "CNN", "convolutional networks (ResNet, EfficientNet, ConvNeXt, ...)")
+TRANSFORMER = ZooFamily("transformer", "Transformer", "vision Transformers (ViT, DeiT, Swin)")
+MIXER = ZooFamily("mixer", "MLP-Mixer", "MLP models (MLP-Mixer, ResMLP, gMLP)")
 
 
 def _lite(i: int, sha256: str) -> WeightSource:

@@ -3,19 +3,25 @@
 An entry carries everything a job needs to know about a model before it is built: its
 architecture (a timm name), where its weights come from (HF hub, URL or an installed package,
 with sha256 where known), its eval preprocessing (as timm's pretrained_cfg does), its parameter
-count, its training-technique tags and its form: "fp", or a quantized / binarized form named after '@' (`efficientnet_lite0@w8a8`,
-`resnet18@binary-irnet`; grammar in robustart/quant/qconfig.py), built from the fp weights.
+count, its training-technique tags and its form: "fp", or a quantized / binarized form named
+after '@' (`efficientnet_lite0@w8a8`, `resnet18@binary-irnet`), built from the fp weights.
+
+Three registries (robustart.registry) make the zoo extensible without it importing what extends
+it: FAMILIES (model families: each registers its entries, and its own architectures with timm
+when they are not timm's), ENTRIES (the models), and FORM_PROVIDERS (who parses and builds the
+forms after '@': robustart.quant). The built-in families and the form provider are lines in
+robustart/plugins.py.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.util
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
-FAMILIES = ("cnn", "transformer", "mixer", "nas")
+from robustart.registry import Registry, did_you_mean
+
 FORMS = ("fp", "w8a8", "w6a6", "w4a8", "w4a4", "binary")  # any wNaM (2..8 bits) is a form too
 
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -27,6 +33,49 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
         return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class ZooFamily:
+    """A model family: a name entries carry (`ModelEntry.family`), the label reports and
+    figures give it, and what its entries need that the zoo cannot know. The object is
+    registered in FAMILIES; the module that defines it registers the family's entries (importing
+    the module, which happens when the family is first looked up, is what loads them).
+
+    architectures: a module path, or a function, that registers the family's architectures
+                   with timm (`timm.models.register_model`) when they are not timm's own; run
+                   the first time one of its entries is built.
+    no_weights:    what a user should do when an entry has no weights ({name}: the entry)."""
+
+    name: str
+    label: str
+    help: str = ""
+    architectures: str | Callable[[], Any] | None = None
+    no_weights: str = ""
+
+    def load_architectures(self) -> None:
+        if self.architectures is None:
+            return
+        if callable(self.architectures):
+            self.architectures()
+        else:
+            import importlib
+
+            importlib.import_module(self.architectures)
+
+
+def _check_family(name, obj) -> None:
+    if not isinstance(obj, ZooFamily) or obj.name != name:
+        raise TypeError(f"zoo family {name!r} must be a robustart.zoo.registry.ZooFamily named {name!r}, got {obj!r}")
+
+
+FAMILIES = Registry("zoo family", "zoo_families", error=ValueError, check=_check_family,
+                    message="Unknown family {name!r}.{hint} Choose one of {names}.")
+
+# Who parses and builds model forms (`NAME@<form>`): an object with parse(text, model) ->
+# (form, settings), check_backend(entry, backend), calibration(entry, source), build(model,
+# entry, calibration=, backend=, progress=) (robustart.quant.forms.QuantForms).
+FORM_PROVIDERS = Registry("model form provider", "model_forms")
 
 
 @dataclass(frozen=True)
@@ -85,7 +134,7 @@ class WeightSource:
 class ModelEntry:
     name: str
     arch: str  # timm architecture name
-    family: str  # cnn | transformer | mixer | nas
+    family: str  # a registered zoo family: cnn | transformer | mixer | nas | ...
     weights: WeightSource
     input_size: tuple[int, int, int] = (3, 224, 224)
     crop_pct: float = 0.875
@@ -108,7 +157,7 @@ class ModelEntry:
         import re
 
         if self.family not in FAMILIES:
-            raise ValueError(f"entry {self.name!r}: family {self.family!r} is not one of {FAMILIES}")
+            raise ValueError(f"entry {self.name!r}: family {self.family!r} is not one of {tuple(FAMILIES)}")
         if self.form not in FORMS and not re.fullmatch(r"w[2-8]a[2-8]", self.form):
             raise ValueError(f"entry {self.name!r}: form {self.form!r} is not one of {FORMS}")
 
@@ -154,24 +203,49 @@ class ModelEntry:
         return d
 
 
-_REGISTRY: dict[str, ModelEntry] = {}
+def _check_entry(name, obj) -> None:
+    if not isinstance(obj, ModelEntry):
+        raise TypeError(f"zoo entry {name!r} must be a ModelEntry, got {obj!r}")
+
+
+ENTRIES = Registry("model", error=UnknownModelError, check=_check_entry)
 
 
 def register(entry: ModelEntry, *, replace: bool = False) -> ModelEntry:
-    if entry.name in _REGISTRY and not replace:
-        raise ValueError(f"a model named {entry.name!r} is already registered")
-    _REGISTRY[entry.name] = entry
-    return entry
+    return ENTRIES.register(entry.name, entry, replace=replace)
 
 
 def unregister(name: str) -> None:
-    _REGISTRY.pop(name, None)
+    ENTRIES.unregister(name)
 
 
 def _ensure_loaded() -> None:
-    if not _REGISTRY:
-        from robustart.nas import entries as _nas  # noqa: F401  (the nas family)
-        from robustart.zoo import entries  # noqa: F401  (registers the built-in entries)
+    """Look every family up once: the module defining it registers its entries."""
+    for name in FAMILIES.names():
+        FAMILIES.get(name)
+
+
+def family(name: str) -> ZooFamily:
+    return FAMILIES.get(name)
+
+
+def family_label(name: str) -> str:
+    """How reports name a family ("CNN"); the name itself for one not registered (an old store)."""
+    return FAMILIES.get(name).label if name in FAMILIES else str(name)
+
+
+def form_provider(form: str | None = None):
+    """The form provider (robustart.quant's, unless a package registers another): the one that
+    claims `form`, or the only one."""
+    providers = FORM_PROVIDERS.values()
+    if not providers:
+        raise UnknownModelError("no model forms here: robustart.quant is not installed.")
+    if form is None or len(providers) == 1:
+        return providers[0]
+    for p in providers:
+        if p.claims(form):
+            return p
+    raise UnknownModelError(f"no form provider knows the form {form!r}.")
 
 
 def get_entry(name: str) -> ModelEntry:
@@ -180,25 +254,19 @@ def get_entry(name: str) -> ModelEntry:
     if "@" in name:
         from dataclasses import replace
 
-        from robustart.quant.qconfig import parse_form
-
         base, _, form_text = name.partition("@")
         entry = get_entry(base)
         if entry.form != "fp":
             raise UnknownModelError(f"model {name!r}: {base!r} is already a {entry.form} form; forms apply to fp models.")
-        form, extra = parse_form(form_text, model=base)
-        return replace(entry, form=form, quant=extra.get("quant") or {"method": extra["method"]})
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        local = _local_entry(name)
-        if local is not None:
-            return local
-        close = difflib.get_close_matches(name, list(_REGISTRY) + list(_local_entry_files()), n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise UnknownModelError(
-            f"Unknown model {name!r}.{hint} `robustart zoo list` shows every model."
-        ) from None
+        form, settings = form_provider(form_text).parse(form_text, model=base)
+        return replace(entry, form=form, quant=settings)
+    if name in ENTRIES:
+        return ENTRIES.get(name)
+    local = _local_entry(name)
+    if local is not None:
+        return local
+    hint = did_you_mean(name, ENTRIES.names() + list(_local_entry_files()), n=3)
+    raise UnknownModelError(f"Unknown model {name!r}.{hint} `robustart zoo list` shows every model.")
 
 
 def list_entries(
@@ -213,10 +281,10 @@ def list_entries(
 
     _ensure_loaded()
     if family is not None and family not in FAMILIES:
-        raise ValueError(f"Unknown family {family!r}; choose one of {', '.join(FAMILIES)}.")
+        raise FAMILIES.unknown(family)
     tags = tuple(tags)
     out = []
-    for e in list(_REGISTRY.values()) + local_entries():
+    for e in ENTRIES.values() + local_entries():
         if family and e.family != family:
             continue
         if any(t not in e.tags for t in tags):
@@ -231,7 +299,7 @@ def list_entries(
 
 def all_tags() -> list[str]:
     _ensure_loaded()
-    return sorted({t for e in _REGISTRY.values() for t in e.tags})
+    return sorted({t for e in ENTRIES.values() for t in e.tags})
 
 
 # --------------------------------------------------------------------------- local entries

@@ -253,12 +253,11 @@ def fetch(
             )
         return path
     if src.kind == "none":
-        if entry.family == "nas":
-            raise WeightsNotAvailableError(
-                f"model {entry.name!r}: no weights are published for this architecture. Train a checkpoint "
-                f"with `robustart nas train --arch {entry.name} --data ...` (it writes a local entry that "
-                "`robustart eval --model` loads), or build it untrained with pretrained=False."
-            )
+        from robustart.zoo.registry import FAMILIES
+
+        hint = FAMILIES.get(entry.family).no_weights if entry.family in FAMILIES else ""
+        if hint:
+            raise WeightsNotAvailableError(f"model {entry.name!r}: " + hint.format(name=entry.name))
         raise WeightsNotAvailableError(f"model {entry.name!r} has no weight source in its entry.")
 
     cached = None if force else cached_path(entry, cache_dir)

@@ -1,7 +1,8 @@
 """Decoder backends: JPEG bytes -> uint8 RGB array (H, W, 3), C-contiguous.
 
-Each backend is a module with `NAME`-keyed entries in DECODERS; a backend is imported only when
-used, so a missing optional library only affects its own decoder. EXIF orientation is ignored by
+Each backend is a module with a `Decoder` class, registered by name in DECODERS (a
+robustart.registry.Registry); a backend is imported only when used, so a missing optional
+library only affects its own decoder. EXIF orientation is ignored by
 every backend, as by Pillow (the reference): rotating would change the image, not its decoding.
 """
 
@@ -10,50 +11,61 @@ from __future__ import annotations
 import importlib
 
 from robustart.errors import RobustartError
+from robustart.registry import Registry
 
 
 class DecoderError(RobustartError):
     """An unknown decoder, or one that cannot run here (the message says what to do)."""
 
 
-# name -> (module, options, one-line help)
-DECODERS: dict[str, tuple[str, dict, str]] = {
-    "pil": ("pil", {}, "Pillow (the reference decoder; libjpeg-turbo, accurate IDCT, fancy upsampling)"),
-    "pil-simd": ("pil_simd", {}, "Pillow-SIMD in a worker process (`robustart imagenet-s setup` installs it)"),
-    "opencv": ("opencv", {}, "OpenCV cv2.imdecode"),
-    "torchvision": ("torchvision_io", {"device": "cpu"}, "torchvision.io.decode_jpeg on CPU (libjpeg-turbo)"),
-    "torchvision-cuda": ("torchvision_io", {"device": "cuda"}, "torchvision.io.decode_jpeg on CUDA (nvJPEG)"),
-    "ffmpeg": ("ffmpeg", {}, "the FFmpeg binary that imageio-ffmpeg ships (mjpeg decoder + swscale to rgb24)"),
-    "turbo": ("turbo", {"fastdct": False, "fastupsample": False},
-              "libjpeg-turbo via simplejpeg: accurate integer IDCT, fancy upsampling"),
-    "turbo-fastdct": ("turbo", {"fastdct": True, "fastupsample": False}, "libjpeg-turbo: fast IDCT, fancy upsampling"),
-    "turbo-fastupsample": ("turbo", {"fastdct": False, "fastupsample": True},
-                           "libjpeg-turbo: accurate IDCT, plain (non-fancy) chroma upsampling"),
-    "turbo-fast": ("turbo", {"fastdct": True, "fastupsample": True}, "libjpeg-turbo: fast IDCT, plain upsampling"),
-}
+class DecoderSpec:
+    """A registered decoder: the module in this package that implements it (imported only when
+    the decoder is used, so a missing optional library affects its own decoder alone), the
+    options its `Decoder` class takes, and a one-line help. A new decoder is one module with a
+    `Decoder(name, **options)` class (`decode(bytes) -> ndarray`, `version()`, `unavailable()`)
+    and one `DECODERS.register(...)` line below; a decoder outside this package gives its full
+    module path."""
+
+    def __init__(self, module: str, options: dict | None = None, help: str = ""):
+        self.module = module if "." in module else f"robustart.imagenet_s.decoders.{module}"
+        self.options = dict(options or {})
+        self.help = help
+
+    def make(self, name: str):
+        return importlib.import_module(self.module).Decoder(name, **self.options)
+
+
+DECODERS = Registry("decoder", error=DecoderError, message="unknown decoder {name!r}.{hint} Decoders: {names}.")
+DECODERS.register("pil", DecoderSpec("pil", {}, "Pillow (the reference decoder; libjpeg-turbo, accurate IDCT, fancy upsampling)"))
+DECODERS.register("pil-simd", DecoderSpec("pil_simd", {}, "Pillow-SIMD in a worker process (`robustart imagenet-s setup` installs it)"))
+DECODERS.register("opencv", DecoderSpec("opencv", {}, "OpenCV cv2.imdecode"))
+DECODERS.register("torchvision", DecoderSpec("torchvision_io", {"device": "cpu"}, "torchvision.io.decode_jpeg on CPU (libjpeg-turbo)"))
+DECODERS.register("torchvision-cuda", DecoderSpec("torchvision_io", {"device": "cuda"}, "torchvision.io.decode_jpeg on CUDA (nvJPEG)"))
+DECODERS.register("ffmpeg", DecoderSpec("ffmpeg", {}, "the FFmpeg binary that imageio-ffmpeg ships (mjpeg decoder + swscale to rgb24)"))
+DECODERS.register("turbo", DecoderSpec("turbo", {"fastdct": False, "fastupsample": False},
+                                       "libjpeg-turbo via simplejpeg: accurate integer IDCT, fancy upsampling"))
+DECODERS.register("turbo-fastdct", DecoderSpec("turbo", {"fastdct": True, "fastupsample": False},
+                                               "libjpeg-turbo: fast IDCT, fancy upsampling"))
+DECODERS.register("turbo-fastupsample", DecoderSpec("turbo", {"fastdct": False, "fastupsample": True},
+                                                    "libjpeg-turbo: accurate IDCT, plain (non-fancy) chroma upsampling"))
+DECODERS.register("turbo-fast", DecoderSpec("turbo", {"fastdct": True, "fastupsample": True},
+                                            "libjpeg-turbo: fast IDCT, plain upsampling"))
 
 _CACHE: dict = {}
 
 
 def check_name(name: str) -> str:
-    if name not in DECODERS:
-        import difflib
-
-        close = difflib.get_close_matches(str(name), DECODERS, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise DecoderError(f"unknown decoder {name!r}.{hint} Decoders: {', '.join(DECODERS)}.")
+    DECODERS.get(name)
     return name
 
 
 def get(name: str):
     """The decoder object for `name` (one per process): `.decode(bytes) -> ndarray`,
     `.version() -> str`."""
-    check_name(name)
+    spec = DECODERS.get(name)
     dec = _CACHE.get(name)
     if dec is None:
-        module, options, _ = DECODERS[name]
-        mod = importlib.import_module(f"robustart.imagenet_s.decoders.{module}")
-        dec = _CACHE[name] = mod.Decoder(name, **options)
+        dec = _CACHE[name] = spec.make(name)
     return dec
 
 

@@ -6,17 +6,7 @@ The parameters are those of the ImageNet-C corruptions as packaged by `imagecorr
 
 from __future__ import annotations
 
-#: The 15 ImageNet-C corruptions, in the paper's order (also the order of mCE tables).
-COMMON = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
-)
-#: The 4 held-out ("validation") corruptions of ImageNet-C.
-EXTRA = ("speckle_noise", "gaussian_blur", "spatter", "saturate")
-ALL = COMMON + EXTRA
-SEVERITIES = (1, 2, 3, 4, 5)
+from robustart.data.imagenet_c import ALL, COMMON, EXTRA, SEVERITIES  # noqa: F401  (the dataset's names)
 
 #: Corruptions whose output depends on random draws (seeded per sample).
 STOCHASTIC = frozenset({

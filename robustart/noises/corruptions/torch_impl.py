@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from robustart.noises.corruptions import constants as K
 from robustart.noises.corruptions import ops
+from robustart.registry import Registry
 
 
 def _i64(c: int) -> int:
@@ -514,15 +515,30 @@ def spatter(x, severity, rng):
     return (x * (1 - m) + color).clamp(0, 1) * 255
 
 
-FUNCTIONS = {
+class Corruption:
+    """A registered corruption: `fn(x, severity, rng)` maps float images (N, 3, H, W) in 0..255 to
+    corrupted ones (truncated to uint8 by `corrupt`); `stochastic` ones draw from `rng`, a
+    `Draws` of per-sample generators. `reference`: `imagecorruptions` has it too (impl=reference).
+    A new corruption is one function and one `CORRUPTIONS.register(Corruption(...))` line."""
+
+    def __init__(self, name: str, fn, *, stochastic: bool = False, reference: bool = False):
+        self.name, self.fn, self.stochastic, self.reference = name, fn, stochastic, reference
+
+    def __repr__(self) -> str:
+        return f"Corruption({self.name!r})"
+
+
+CORRUPTIONS = Registry("corruption", error=ValueError, message="unknown corruption {name!r}.{hint} Corruptions: {names}.")
+for _name, _fn in {
     "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
     "defocus_blur": defocus_blur, "glass_blur": glass_blur, "motion_blur": motion_blur,
     "zoom_blur": zoom_blur, "snow": snow, "frost": frost, "fog": fog, "brightness": brightness,
     "contrast": contrast, "elastic_transform": elastic_transform, "pixelate": pixelate,
     "jpeg_compression": jpeg_compression, "speckle_noise": speckle_noise,
     "gaussian_blur": gaussian_blur, "spatter": spatter, "saturate": saturate,
-}
-assert tuple(FUNCTIONS) == K.ALL
+}.items():
+    CORRUPTIONS.register(Corruption(_name, _fn, stochastic=_name in K.STOCHASTIC, reference=True))
+assert tuple(CORRUPTIONS) == K.ALL
 
 
 @contextmanager
@@ -545,11 +561,10 @@ def _full_precision(cuda: bool):
 
 def corrupt(x_u8: torch.Tensor, name: str, severity: int, rng: Draws | None = None) -> torch.Tensor:
     """Corrupt uint8 images (N, 3, H, W) on any device; returns uint8 of the same shape."""
-    if name not in FUNCTIONS:
-        raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(K.ALL)}")
-    if name in K.STOCHASTIC and rng is None:
+    c = CORRUPTIONS.get(name)
+    if c.stochastic and rng is None:
         raise ValueError(f"corruption {name!r} is random: pass per-sample draws (rng)")
     with torch.no_grad(), _full_precision(x_u8.is_cuda):
-        y = FUNCTIONS[name](x_u8.float(), severity, rng)
+        y = c.fn(x_u8.float(), severity, rng)
     # the reference converts with np.uint8(), which truncates
     return torch.floor(y.clamp(0, 255)).to(torch.uint8)

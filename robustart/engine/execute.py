@@ -1,0 +1,195 @@
+"""Executing: one job spec -> per-sample records in the store, through the store's ShardWriter.
+
+`execute(job, shards)` runs any subset of a job's shards (all by default): the unit of work is
+(job spec, shard index), so a pool of processes, Ray or Slurm can split a job, and an
+interrupted job resumes from the shards it lacks. Records are computed per batch by
+engine/records.py; the noise's hooks (`prepare`, `apply`, `predict`, `complete`,
+`job_checks`) are the only noise-specific code that runs here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from typing import Iterable
+
+import torch
+
+from robustart.engine.plan import JobSpec, open_data
+from robustart.errors import DataError, RobustartError
+from robustart.results.store import ResultsStore
+from robustart.results.writer import ShardWriter
+
+
+@dataclass
+class Resources:
+    """What the jobs run in one process share: opened datasets, built models, and each sample's
+    clean logits per model (the clean pass of a suite runs once). `evaluate_suite` makes one per
+    call; executors can keep one per worker."""
+
+    data: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)
+    clean: dict = field(default_factory=dict)
+    progress: bool = True
+
+    def dataset(self, job: JobSpec):
+        """(source, samples) of a job, opened once, checked against the job's fingerprint."""
+        from robustart.data.sources import DataSource
+
+        k = (job.data, job.data_root, job.limit)
+        if k not in self.data:
+            source, samples = open_data(job.data, job.data_root, job.limit)
+            if DataSource.fingerprint(samples) != job.fingerprint or len(samples) != job.n:
+                raise DataError(f"dataset {source.name} changed since job {job.key} was planned (its samples' "
+                                "fingerprint differs); plan the job again.")
+            self.data[k] = (source, samples)
+        return self.data[k]
+
+    def model(self, job: JobSpec, device: torch.device, source, calibration=None):
+        """The job's model on `device`, built once per model, form, backend and dataset classes."""
+        k = (job.entry.spec, job.weights[1], str(device), job.backend, source.class_subset,
+             job.config["model"].get("calibration", {}).get("fingerprint"))
+        if k not in self.models:
+            from robustart.engine.records import SubsetModel
+            from robustart.zoo.build import build, calibration_for, verified_weights
+
+            entry = job.entry
+            path, sha = job.weights
+            if not os.path.isfile(path):  # another machine: fetch (and verify) it here
+                path, sha = verified_weights(entry, progress=self.progress)
+            if sha != job.weights[1]:
+                raise RobustartError(f"model {entry.name!r}: the checkpoint here has sha256 {sha}, the job was planned "
+                                     f"with {job.weights[1]}.")
+            if calibration is None:
+                calibration = calibration_for(entry, source)
+            model = build(entry, device=device, backend=job.backend, calibration=calibration, weights=(path, sha),
+                          seed=job.seed, progress=self.progress)
+            if source.class_subset is not None:
+                model = SubsetModel(model, source.class_subset).to(device).eval()
+            self.models[k] = (model, calibration)
+        return self.models[k]
+
+    def clean_cache(self, model) -> dict:
+        return self.clean.setdefault(id(model), {})
+
+
+def _progress_bar(enabled: bool):
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        disable=not enabled,
+    )
+
+
+def execute(job: JobSpec, shards: Iterable[int] | None = None, *, force: bool = False, progress: bool = True,
+            resources: Resources | None = None):
+    """Run the job's `shards` (default: all) that are not in the store yet, and return its
+    JobResult. A complete job is reused unless `force`, which removes its records first (give it
+    to one call only when several processes share a job). The job's status afterwards is
+    complete when every shard is in the store, else partial."""
+    from robustart.engine.env import device_info, git_info, resolve_device, versions
+    from robustart.engine.job import JobResult
+    from robustart.engine.records import ImageDataset, batch_records, collate, entry_transform, record_schema
+    from robustart.noises import build_noise
+    from robustart.noises.base import JobData
+
+    resources = resources if resources is not None else Resources(progress=progress)
+    store = ResultsStore(job.store)
+    writer = ShardWriter(store, job.key)
+    if writer.complete and not force:
+        return JobResult(job.key, store, writer.meta, reused=True)
+    if writer.meta is not None and not force and int(writer.meta["shard_size"]) != job.shard_size:
+        job = replace(job, shard_size=int(writer.meta["shard_size"]))  # a resumed job keeps its shard size
+    n, n_shards = job.n, job.n_shards
+    wanted = sorted(set(range(n_shards) if shards is None else shards))
+    bad = [s for s in wanted if not 0 <= s < n_shards]
+    if bad:
+        raise RobustartError(f"job {job.key} has shards 0..{n_shards - 1}; there is no shard {bad[0]}.")
+    writer.create(job.config, shard_size=job.shard_size, seed=job.seed, force=force)
+    S = writer.shard_size
+    source, samples = resources.dataset(job)
+
+    def shard_ids(s: int) -> list[str]:
+        lo, hi = job.shard_bounds(s)
+        return [x.id for x in samples[lo:hi]]
+
+    done = writer.valid_shards(n_shards, shard_ids)
+    todo = [s for s in wanted if s not in done]
+    dev = resolve_device(job.device)
+    run = {"resumed_shards": len(done), "device": device_info(dev), "batch_size": job.batch_size, "workers": None}
+    if shards is not None:
+        run["shards"] = wanted
+    if not todo:
+        writer.begin(run, dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"])
+        writer.end(n_shards, metrics=lambda: _metrics(store, job.key))
+        return JobResult(job.key, store, writer.meta, reused=False)
+
+    entry = job.entry
+    model, calib = resources.model(job, dev, source)
+    meta = dict(dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"])
+    if calib is not None:  # calibration images among the evaluated ones: say how many
+        meta["calibration"] = {**calib.describe(), "overlap_with_evaluated": calib.overlap(samples),
+                               "source_root": calib.root}
+    noise = build_noise(job.noise)
+    if noise is not None:
+        noise.prepare(model, dev, JobData(source, samples))
+        meta.update(noise.job_meta())
+    indices = [i for s in todo for i in range(*job.shard_bounds(s))]
+    workers = job.workers
+    if workers is None:
+        workers = 0 if len(indices) <= 16 else min(4, os.cpu_count() or 1)
+    if noise is not None and noise.loader is not None and noise.loader_in_main_process:
+        workers = 0
+    if source.read is not None:
+        workers = 0  # in-memory tensors: worker processes only add start-up time
+    run["workers"] = workers
+    writer.begin(run, **meta)
+    try:
+        loader = torch.utils.data.DataLoader(
+            ImageDataset(samples, indices, entry_transform(entry, source),
+                         noise.loader(entry) if noise is not None and noise.loader is not None else None,
+                         read=source.read),
+            batch_size=job.batch_size, shuffle=False, num_workers=workers, collate_fn=collate,
+            pin_memory=dev.type == "cuda",
+        )
+        pending: dict[int, list[dict]] = {}
+        schema = record_schema(noise)
+        clean_cache = resources.clean_cache(model)
+        t0 = time.perf_counter()
+        seen = 0
+        with _progress_bar(progress) as bar:
+            task = bar.add_task(f"{entry.name} · {job.noise['name']} · {source.name}", total=n,
+                                completed=n - len(indices), rate="")
+            for batch in loader:
+                for rec in batch_records(model, batch, samples, dev, noise, job.seed, source.class_subset,
+                                         clean_cache):
+                    pending.setdefault(rec.pop("_index") // S, []).append(rec)
+                for s in sorted(pending):
+                    lo, hi = job.shard_bounds(s)
+                    if len(pending[s]) == hi - lo:
+                        writer.write(s, pending.pop(s), schema)
+                seen += len(batch)
+                rate = seen / max(time.perf_counter() - t0, 1e-9)
+                bar.update(task, advance=len(batch), rate=f"{rate:.1f} img/s")
+    except BaseException:
+        writer.interrupt(noise.job_checks() if noise is not None else None)
+        raise
+    writer.end(n_shards, checks=noise.job_checks() if noise is not None else None,
+               metrics=lambda: _metrics(store, job.key))
+    return JobResult(job.key, store, writer.meta, reused=False)
+
+
+def _metrics(store: ResultsStore, key: str) -> dict:
+    """The job's summary metrics (scalars), cached in its meta.json for listings."""
+    from robustart.results import metrics as M
+
+    rec = store.read_records(key)
+    return {k: v for k, v in M.noise_summary(rec).items() if isinstance(v, (int, float))} if len(rec) else {}

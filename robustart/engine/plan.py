@@ -1,0 +1,185 @@
+"""Planning: a model, a dataset and a noise spec -> job specs, each with its key and shard
+layout. Nothing is built here: the checkpoint is fetched and hashed (its sha256 is part of the
+key) but no weights are loaded, and each noise's `check` refuses what it cannot run before any
+model exists.
+
+A `JobSpec` is plain, picklable data: `robustart.engine.execute(job, shards)` runs any subset
+of a job's shards from it, in this process or another one (a pool, Ray, Slurm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from robustart.data.sources import DataSource, Sample, open_source
+from robustart.errors import DataError, RobustartError
+from robustart.results.store import ResultsStore, stable_hash
+from robustart.zoo.registry import ModelEntry, get_entry
+
+DEFAULT_SHARD_SIZE = 256
+PRECISIONS = ("fp32",)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job: model entry x noise config x dataset x precision, keyed by the hash of `config`.
+
+    The dataset is named by its spec (`data`, `data_root`, `limit`, as `evaluate` takes them)
+    and reopened where the job runs; `fingerprint` must match there. `weights` is the
+    checkpoint's (path, sha256) as verified when planned."""
+
+    key: str
+    config: dict
+    entry: ModelEntry
+    data: str | None
+    data_root: str | None
+    limit: int | None
+    n: int
+    fingerprint: str
+    shard_size: int
+    store: str
+    weights: tuple[str, str]
+    seed: int = 0
+    batch_size: int = 32
+    workers: int | None = None
+    device: str | None = None
+    backend: str = "fake"
+    precision: str = "fp32"
+
+    @property
+    def noise(self) -> dict:
+        return self.config["noise"]
+
+    @property
+    def n_shards(self) -> int:
+        return (self.n + self.shard_size - 1) // self.shard_size
+
+    def shard_bounds(self, index: int) -> tuple[int, int]:
+        """Sample positions [start, stop) of shard `index`."""
+        return index * self.shard_size, min(self.n, (index + 1) * self.shard_size)
+
+
+@dataclass
+class Plan:
+    """The jobs of one model x dataset x noise spec, and what planning opened (reused when the
+    jobs run in this process)."""
+
+    jobs: list[JobSpec]
+    entry: ModelEntry
+    source: DataSource
+    samples: list[Sample]
+    calibration: object = None  # a quantized form's calibration images (robustart.quant.forms.CalibSet)
+
+
+def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, source: DataSource,
+               samples: list[Sample], precision: str, seed: int = 0, backend: str = "fake",
+               calibration: dict | None = None) -> dict:
+    """The config whose hash is the job's key: every setting that can change a result."""
+    import robustart
+
+    config = {
+        "model": {
+            "name": entry.name,
+            "arch": entry.arch,
+            "family": entry.family,
+            "form": entry.form,
+            "timm_name": entry.timm_name,
+            "weights": entry.weights.describe(),
+            "preprocessing": {k: list(v) if isinstance(v, tuple) else v for k, v in entry.data_config.items()},
+        },
+        "weights_sha256": weights_sha256,
+        "noise": noise,
+        "dataset": {
+            "kind": source.kind,
+            "name": source.name,
+            "n": len(samples),
+            "fingerprint": DataSource.fingerprint(samples),
+        },
+        "precision": precision,
+        "robustart": robustart.__version__,
+    }
+    if noise["name"] != "clean":  # a noise may draw random numbers: its seed changes results
+        config["seed"] = seed
+    if source.class_subset is not None:  # ImageNet-A/R: the model answers among these classes
+        config["dataset"]["class_subset"] = list(source.class_subset)
+    if entry.form != "fp":  # a quantized / binarized form: its settings, calibration and backend
+        config["model"]["quant"] = entry.quant_dict()
+        if calibration is not None:
+            config["model"]["calibration"] = calibration
+        config["backend"] = backend
+        if backend != "fake":  # integer kernels have no gradients: attacks use the fake model's
+            config["gradients"] = "fake"
+    return config
+
+
+def open_data(data, data_root, limit) -> tuple[DataSource, list[Sample]]:
+    source = open_source(data, root=data_root)
+    samples = source.take(limit)
+    if not samples:
+        raise DataError(f"dataset {source.name} has no samples to evaluate (limit={limit}).")
+    return source, samples
+
+
+def plan(
+    model: str | ModelEntry = "efficientnet_lite0",
+    data: str | Path | None = None,
+    *,
+    noise: str | dict | list = "clean",
+    limit: int | None = None,
+    batch_size: int = 32,
+    device: str | None = None,
+    workers: int | None = None,
+    store: str | Path | ResultsStore | None = None,
+    force: bool = False,
+    shard_size: int | None = None,
+    seed: int = 0,
+    precision: str = "fp32",
+    data_root: str | Path | None = None,
+    progress: bool = True,
+    backend: str = "fake",
+) -> Plan:
+    """The jobs of a noise spec (several for a suite) on one model and dataset: their configs,
+    keys and shard layouts. A job that exists in the store keeps its shard size (so it resumes)
+    unless `force` starts it over. Takes the arguments of `robustart.evaluate`."""
+    from robustart.engine.env import resolve_device
+    from robustart.noises import expand_noise, family_for
+    from robustart.zoo.build import calibration_for, check_backend, verified_weights
+
+    if batch_size < 1:
+        raise RobustartError(f"--batch-size must be >= 1, got {batch_size}")
+    if precision not in PRECISIONS:
+        raise RobustartError(f"--precision {precision!r} is not supported yet; choose from {PRECISIONS}.")
+    if shard_size is not None and shard_size < 1:
+        raise RobustartError(f"--shard-size must be >= 1, got {shard_size}")
+    configs = expand_noise(noise)
+    entry = model if isinstance(model, ModelEntry) else get_entry(model)
+    check_backend(entry, backend)
+    source, samples = open_data(data, data_root, limit)
+    resolve_device(device)  # an unusable device fails here, before anything runs
+    store = store if isinstance(store, ResultsStore) else ResultsStore(store)
+    path, sha = verified_weights(entry, progress=progress)
+    calib = calibration_for(entry, source)
+    fingerprint = DataSource.fingerprint(samples)
+    jobs = []
+    for cfg in configs:
+        fam = family_for(cfg)
+        cfg = fam.resolve(cfg, source)  # e.g. precision:w8a8: its calibration images' fingerprint
+        n = fam.build(cfg)
+        if n is not None:
+            n.check(entry, source)
+            if n.loader is not None and source.read is not None:
+                raise DataError(f"noise {cfg['name']!r} decodes image files; dataset {source.name} is in memory "
+                                "and has none. Use it with an image-file dataset.")
+        config = job_config(entry, sha, cfg, source, samples, precision, seed, backend,
+                            calib.describe() if calib is not None else None)
+        key = stable_hash(config)
+        meta = None if force else store.read_meta(key)
+        size = int(meta["shard_size"]) if meta and "shard_size" in meta else int(shard_size or DEFAULT_SHARD_SIZE)
+        jobs.append(JobSpec(
+            key=key, config=config, entry=entry, data=None if data is None else str(data),
+            data_root=None if data_root is None else str(data_root), limit=limit, n=len(samples),
+            fingerprint=fingerprint, shard_size=size, store=str(store.root), weights=(str(path), sha), seed=seed,
+            batch_size=batch_size, workers=workers, device=device, backend=backend, precision=precision,
+        ))
+    return Plan(jobs, entry, source, samples, calib)
