@@ -15,8 +15,36 @@ Kernel bodies therefore use only Triton *builtins* (``tl.load``, ``tl.dot``, ``t
 from __future__ import annotations
 
 import torch
-import triton
-from triton.runtime.interpreter import InterpretedFunction
+
+from robustart.errors import need
+
+triton = need("triton", "robustart's Triton kernels (backend 'triton')")
+from triton.runtime import interpreter as _interpreter  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+
+def _triton_version() -> tuple[int, int]:
+    major, minor = triton.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _interpreter_scalar_index():
+    """Triton < 3.7's interpreter turns a scalar into a Python int (``range(K // BLOCK_K)``,
+    indexing) with ``int()`` of its one-element 1-D numpy array, which NumPy >= 2.4 refuses ("only
+    0-dimensional arrays can be converted to Python scalars", triton-lang/triton#9171). Triton
+    3.7 takes ``int(data.squeeze())``; this gives older interpreters the same ``__index__``,
+    restored with the rest of the interpreter's patches when a kernel returns."""
+    patch_tensor = _interpreter._patch_lang_tensor
+
+    def patch(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    _interpreter._patch_lang_tensor = patch
+
+
+if _triton_version() < (3, 7):
+    _interpreter_scalar_index()
 
 
 class Kernel:

@@ -56,7 +56,7 @@ def _int4_gemm_kernel(
         w = tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K))  # interleave: k = 2j, 2j+1
         if A_UNSIGNED:
             a = (a.to(tl.int16) - 128).to(tl.int8)
-        acc = tl.dot(a, tl.trans(w), acc)
+        acc = tl.dot(a, tl.trans(w), acc, out_dtype=tl.int32)  # Triton < 3.8 defaults to float32
         if ZERO_CORR == 1:
             bsum += tl.reduce(w.to(tl.int32), 1, tl.standard._sum_combine)
         a_ptrs += BLOCK_K * stride_ak

@@ -53,7 +53,7 @@ def _int8_gemm_kernel(
         b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0)
         if A_UNSIGNED:
             a = (a.to(tl.int16) - 128).to(tl.int8)  # padded k: b is 0 there
-        acc = tl.dot(a, b, acc)
+        acc = tl.dot(a, b, acc, out_dtype=tl.int32)  # Triton < 3.8 defaults to float32
         if ZERO_CORR == 1:
             bsum += tl.reduce(b.to(tl.int32), 0, tl.standard._sum_combine)
         a_ptrs += BLOCK_K * stride_ak
