@@ -51,6 +51,9 @@ class Pipeline:
         if why is None and self.resizer.startswith("pil-simd-"):
             why = D.unavailable("pil-simd")
             why = why and why.replace("decoder 'pil-simd'", f"resizer {self.resizer!r}")
+        if why is None and self.resizer.startswith("opencv-"):
+            why = D.unavailable("opencv")
+            why = why and why.replace("decoder 'opencv'", f"resizer {self.resizer!r}")
         return why
 
     def array(self, data: bytes) -> np.ndarray:

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from robustart.errors import need
 from robustart.imagenet_s.decoders import DecoderError
 
 _PIL_FILTERS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
@@ -72,8 +73,7 @@ def resize(img: np.ndarray, size: tuple[int, int], name: str) -> np.ndarray:
         flt = getattr(Image.Resampling, name[4:].upper())
         return np.asarray(Image.fromarray(img).resize((w, h), flt))
     if name.startswith("opencv-"):
-        import cv2
-
+        cv2 = need("cv2", f"resizer {name!r}")
         return cv2.resize(img, (w, h), interpolation=getattr(cv2, _CV2_FLAGS[name[7:]]))
     if name.startswith("torch-"):
         import torch

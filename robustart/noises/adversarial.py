@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from robustart.errors import RobustartError
+from robustart.errors import RobustartError, need_extra
 from robustart.noises import attacks as A
 from robustart.noises.base import Noise, NoiseOutput, sample_generator
 from robustart.noises.spec import NoiseSpecError, take
@@ -130,6 +130,10 @@ def _attack_config(name: str, kw: dict, spec: str) -> dict:
     take(kw, spec, PARAMS[name])
     norm = _norm(kw.get("norm", ATTACK_NORMS[name][0]), spec, ATTACK_NORMS[name])
     eps, budget = _eps(kw, norm, spec)
+    if name in ("autoattack", "square"):
+        need_extra("autoattack", f"noise spec {spec!r} ({name}: the authors' code)")
+    elif norm == "l1":
+        need_extra("autoattack", f"noise spec {spec!r} ({name} L1 projects with AutoAttack's L1 projection)")
     cfg = {"name": name, "norm": norm, "eps": eps}
     if budget:
         cfg["budget"] = budget

@@ -55,13 +55,9 @@ def unavailable(name: str) -> str | None:
             return f"this torch has no x86/fbgemm quantized engine (engines: {engines})"
     if name == "triton":
         try:
-            from robustart import kernels  # noqa: F401
-        except ImportError as e:
-            return f"robustart.kernels cannot be imported ({e})"
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return "triton is not installed"
+            from robustart.kernels import gemm  # noqa: F401  (imports triton, or names the extra)
+        except RobustartError as e:
+            return str(e)
     return None
 
 
