@@ -131,9 +131,9 @@ def _attack_config(name: str, kw: dict, spec: str) -> dict:
     norm = _norm(kw.get("norm", ATTACK_NORMS[name][0]), spec, ATTACK_NORMS[name])
     eps, budget = _eps(kw, norm, spec)
     if name in ("autoattack", "square"):
-        need_extra("autoattack", f"noise spec {spec!r} ({name}: the authors' code)")
+        need_extra("autoattack", f"noise spec {spec!r} ({name} is the authors' implementation)")
     elif norm == "l1":
-        need_extra("autoattack", f"noise spec {spec!r} ({name} L1 projects with AutoAttack's L1 projection)")
+        need_extra("autoattack", f"noise spec {spec!r} (L1 attacks project with AutoAttack's L1 projection)")
     cfg = {"name": name, "norm": norm, "eps": eps}
     if budget:
         cfg["budget"] = budget
