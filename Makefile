@@ -1,8 +1,13 @@
-# The README's two commands: `make demo` and `make test`. Both set up .venv themselves.
+# The README's two commands: `make demo` and `make test`. Both set up a venv themselves; `make`
+# alone only installs. The venv gets robustart with every extra plus the dev tools, at the exact
+# versions of one tested stack (constraints/): STACK=torch-2.14 (default, in .venv) or
+# STACK=torch-2.11 (the GPU machines' PyTorch, Triton and torchvision, in .venv-torch-2.11).
 PYTHON ?= python3
-VENV   ?= .venv
+STACK  ?= torch-2.14
+VENV   ?= $(if $(filter torch-2.14,$(STACK)),.venv,.venv-$(STACK))
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+CONSTRAINTS := -c constraints/common.txt -c constraints/$(STACK).txt
 
 # The shared ImageNet sample (one JPEG per class) used by the tests that need real
 # ImageNet images; override with `make test ROBUSTART_IMAGENET_SAMPLE=/path`.
@@ -13,12 +18,13 @@ export ROBUSTART_IMAGENET_SAMPLE
 ROBUSTART_PILLOW_SIMD ?= $(abspath $(VENV))/pillow-simd
 export ROBUSTART_PILLOW_SIMD
 
+.DEFAULT_GOAL := install
 .PHONY: demo test install clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile constraints/common.txt constraints/$(STACK).txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[all,dev]' $(CONSTRAINTS)
 	# The reference attacks for tests and benchmarks; --no-deps: see pyproject.toml's dev extra.
 	$(BIN)/python -m pip install -q --no-deps torchattacks==3.5.1
 	$(BIN)/robustart imagenet-s setup || echo "warning: Pillow-SIMD did not build here; its decoder and tests are skipped"
@@ -33,4 +39,4 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf .venv .venv-torch-* *.egg-info .pytest_cache

@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -35,7 +36,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on 
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -288,7 +289,7 @@ def zoo_download(
             out.print(f"[green]ok[/] {e.name}: {path}", highlight=False, soft_wrap=True)
         except RobustartError as ex:
             failures += 1
-            err.print(f"[red]failed[/] {e.name}: {ex}", highlight=False, soft_wrap=True)
+            err.print(f"[red]failed[/] {e.name}: {escape(str(ex))}", highlight=False, soft_wrap=True)
     if failures:
         raise typer.Exit(1)
 

@@ -13,8 +13,9 @@ app = typer.Typer(help="ImageNet-S system noise: decoder x resize variants of a 
 
 def _fail(e: Exception) -> None:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -46,6 +47,7 @@ def list_cmd() -> None:
     """Decoders and resizers, and whether each can run here."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from robustart.imagenet_s import decoders as D
     from robustart.imagenet_s import resize as R
@@ -55,10 +57,10 @@ def list_cmd() -> None:
         t.add_column(c)
     for name, spec in D.DECODERS.items():
         why = D.unavailable(name)
-        t.add_row("decoder", name, spec.help, "yes" if why is None else why)
+        t.add_row("decoder", name, spec.help, "yes" if why is None else Text(why))
     for name, r in R.RESIZERS.items():
         why = r.unavailable()
-        t.add_row("resizer", name, r.help, "yes" if why is None else why)
+        t.add_row("resizer", name, r.help, "yes" if why is None else Text(why))
     Console().print(t)
 
 

@@ -8,6 +8,7 @@ resizer `model` (Pillow with the model's interpolation), geometry `eval`.
 
 from __future__ import annotations
 
+from robustart.errors import need_extra
 from robustart.imagenet_s import decoders as D
 from robustart.imagenet_s import resize as R
 
@@ -22,11 +23,14 @@ def sweep_resizers() -> list[str]:
 
 
 def runnable_decoders() -> list[str]:
-    """Decoders that can run here (Pillow-SIMD once set up, nvJPEG with a GPU)."""
+    """Decoders that can run here (Pillow-SIMD once set up, nvJPEG with a GPU). The libraries of
+    the 'imagenet-s' extra are required, not skipped: a sweep without them is not ImageNet-S."""
+    need_extra("imagenet-s", "the ImageNet-S sweep")
     return [d for d in D.DECODERS if D.unavailable(d) is None]
 
 
 def runnable_resizers(names=None) -> list[str]:
+    need_extra("imagenet-s", "the ImageNet-S sweep")
     return [r for r in (names or sweep_resizers()) if R.RESIZERS.get(r).unavailable() is None]
 
 

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from robustart.errors import need
 from robustart.imagenet_s.decoders import DecoderError
 from robustart.registry import Registry
 
@@ -89,7 +90,7 @@ class OpenCvResizer(Resizer):
         self.flag = flag
 
     def resize(self, img, size):
-        import cv2
+        cv2 = need("cv2", f"resizer {self.name!r}")
 
         return cv2.resize(img, size, interpolation=getattr(cv2, _CV2_FLAGS[self.flag]))
 

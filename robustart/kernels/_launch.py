@@ -6,17 +6,68 @@ Triton's interpreter (``InterpretedFunction``, what ``TRITON_INTERPRET=1`` selec
 tensors. The interpreter runs the same kernel code with numpy, exactly, so CPU-only machines
 and CI can run and test the ``triton`` backend (slowly) whatever the import order of triton.
 
-Kernel bodies therefore use only Triton *builtins* (``tl.load``, ``tl.dot``, ``tl.reduce``,
-``tl.join``...), not the ``@triton.jit`` helpers of ``triton.language.standard`` such as
-``tl.sum`` or ``tl.cdiv``: those are compiled-mode objects when triton was imported without
-``TRITON_INTERPRET=1`` (timm imports triton early) and the interpreter cannot call them.
+A ``@triton.jit`` helper is a compiled-mode object unless triton was imported with
+``TRITON_INTERPRET=1`` (timm imports triton early), and the interpreter cannot call it. So the
+interpreted form of a kernel gets its own globals, in which each of its module's helpers (the
+shared tile code of ``tiles.py``) is an interpreted function too. Helpers reached as attributes
+of ``tl`` (``tl.sum``, ``tl.cdiv``, the ``@triton.jit`` code of ``triton.language.standard``)
+are not swapped: kernel bodies use builtins there (``tl.reduce`` with
+``tl.standard._sum_combine``, ``(K + B - 1) // B``).
 """
 
 from __future__ import annotations
 
+import types
+
 import torch
-import triton
-from triton.runtime.interpreter import InterpretedFunction
+
+from robustart.errors import need
+
+triton = need("triton", "robustart's Triton kernels (backend 'triton')")
+from triton.runtime import interpreter as _interpreter  # noqa: E402
+from triton.runtime.interpreter import InterpretedFunction  # noqa: E402
+
+
+def _triton_version() -> tuple[int, int]:
+    major, minor = triton.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def _interpreter_scalar_index():
+    """Triton < 3.7's interpreter turns a scalar into a Python int (``range(K // BLOCK_K)``,
+    indexing) with ``int()`` of its one-element 1-D numpy array, which NumPy >= 2.4 refuses ("only
+    0-dimensional arrays can be converted to Python scalars", triton-lang/triton#9171). Triton
+    3.7 takes ``int(data.squeeze())``; this gives older interpreters the same ``__index__``,
+    restored with the rest of the interpreter's patches when a kernel returns."""
+    patch_tensor = _interpreter._patch_lang_tensor
+
+    def patch(tensor, scope):
+        patch_tensor(tensor, scope)
+        scope.set_attr(tensor, "__index__", lambda self: int(self.handle.data.squeeze()))
+
+    _interpreter._patch_lang_tensor = patch
+
+
+if _triton_version() < (3, 7):
+    _interpreter_scalar_index()
+
+
+def _interpretable(fn, _done=None):
+    """``fn`` with every ``@triton.jit`` helper among its globals swapped for its interpreted
+    form (a copy of the function: the module's names stay compiled-mode for ``triton.jit``)."""
+    from triton.runtime.jit import JITFunction
+
+    done = {} if _done is None else _done  # helper function -> its interpreted form
+    helpers = {name: v.fn for name, v in fn.__globals__.items() if isinstance(v, JITFunction)}
+    if not helpers:
+        return fn
+    g = dict(fn.__globals__)
+    for name, h in helpers.items():
+        if h not in done:
+            done[h] = InterpretedFunction.__new__(InterpretedFunction)  # placeholder for cycles
+            done[h].__init__(_interpretable(h, done))
+        g[name] = done[h]
+    return types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 class Kernel:
@@ -27,7 +78,7 @@ class Kernel:
 
     def __init__(self, fn, configs, key, interp_meta, prune=None):
         self.name = fn.__name__
-        self.interpreted = InterpretedFunction(fn)
+        self.interpreted = InterpretedFunction(_interpretable(fn))
         if triton.knobs.runtime.interpret:
             # TRITON_INTERPRET=1 was set: triton.jit would interpret too, so every device does.
             self.compiled = None

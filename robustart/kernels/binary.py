@@ -15,6 +15,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from ._launch import Kernel, prune_by_m, tile
+from .tiles import store_tile, tile_position
 
 
 def _binary_gemm_kernel(
@@ -27,15 +28,8 @@ def _binary_gemm_kernel(
     HW_POPC: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_KW: tl.constexpr, GROUP_M: tl.constexpr,
 ):
-    pid = tl.program_id(0)
     g = tl.program_id(1)
-    num_pid_m = (M + BLOCK_M - 1) // BLOCK_M
-    num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = tile_position(M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -66,20 +60,8 @@ def _binary_gemm_kernel(
         b_ptrs += BLOCK_KW * stride_bk
     acc = K - 2 * cnt
 
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    c_ptrs = c_ptr + g * stride_cg + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
-    if DEQUANT:
-        out = acc.to(tl.float32)
-        if A_SCALE_PER_ROW:
-            out = out * tl.load(a_scale_ptr + offs_am)[:, None]
-        else:
-            out = out * tl.load(a_scale_ptr)
-        out = out * tl.load(b_scale_ptr + g * N + offs_bn)[None, :]
-        if HAS_BIAS:
-            out = out + tl.load(bias_ptr + g * N + offs_bn)[None, :]
-        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask)
-    else:
-        tl.store(c_ptrs, acc, mask=mask)
+    store_tile(acc, c_ptr, a_scale_ptr, b_scale_ptr, bias_ptr, g, M, N, offs_m, offs_n, offs_am, offs_bn,
+               stride_cg, stride_cm, stride_cn, DEQUANT, A_SCALE_PER_ROW, HAS_BIAS)
 
 
 def _cfg(bm, bn, bkw, stages, warps, group_m=8):

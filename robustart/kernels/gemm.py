@@ -11,6 +11,8 @@ import inspect
 
 import torch
 
+from . import _launch  # noqa: F401  (first: a missing triton names the 'kernels' extra)
+
 
 def _check_offsets(**tensors):
     # The kernels index with 32-bit offsets (as Triton does for 32-bit strides).

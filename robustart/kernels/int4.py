@@ -12,6 +12,7 @@ from __future__ import annotations
 import triton.language as tl
 
 from ._launch import Kernel, prune_by_m, tile as _cfg
+from .tiles import store_tile, tile_position
 
 
 def _int4_gemm_kernel(
@@ -25,15 +26,8 @@ def _int4_gemm_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
 ):
     HALF_K: tl.constexpr = BLOCK_K // 2
-    pid = tl.program_id(0)
     g = tl.program_id(1)
-    num_pid_m = (M + BLOCK_M - 1) // BLOCK_M
-    num_pid_n = (N + BLOCK_N - 1) // BLOCK_N
-    num_pid_in_group = GROUP_M * num_pid_n
-    first_pid_m = (pid // num_pid_in_group) * GROUP_M
-    group_size_m = tl.minimum(num_pid_m - first_pid_m, GROUP_M)
-    pid_m = first_pid_m + ((pid % num_pid_in_group) % group_size_m)
-    pid_n = (pid % num_pid_in_group) // group_size_m
+    pid_m, pid_n = tile_position(M, N, BLOCK_M, BLOCK_N, GROUP_M)
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -56,7 +50,7 @@ def _int4_gemm_kernel(
         w = tl.reshape(tl.join(lo, hi), (BLOCK_N, BLOCK_K))  # interleave: k = 2j, 2j+1
         if A_UNSIGNED:
             a = (a.to(tl.int16) - 128).to(tl.int8)
-        acc = tl.dot(a, tl.trans(w), acc)
+        acc = tl.dot(a, tl.trans(w), acc, out_dtype=tl.int32)  # Triton < 3.8 defaults to float32
         if ZERO_CORR == 1:
             bsum += tl.reduce(w.to(tl.int32), 1, tl.standard._sum_combine)
         a_ptrs += BLOCK_K * stride_ak
@@ -66,20 +60,8 @@ def _int4_gemm_kernel(
     if ZERO_CORR != 0:
         acc += corr * bsum[None, :]
 
-    mask = (offs_m[:, None] < M) & (offs_n[None, :] < N)
-    c_ptrs = c_ptr + g * stride_cg + offs_m[:, None] * stride_cm + offs_n[None, :] * stride_cn
-    if DEQUANT:
-        out = acc.to(tl.float32)
-        if A_SCALE_PER_ROW:
-            out = out * tl.load(a_scale_ptr + offs_am)[:, None]
-        else:
-            out = out * tl.load(a_scale_ptr)
-        out = out * tl.load(b_scale_ptr + g * N + offs_bn)[None, :]
-        if HAS_BIAS:
-            out = out + tl.load(bias_ptr + g * N + offs_bn)[None, :]
-        tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask)
-    else:
-        tl.store(c_ptrs, acc, mask=mask)
+    store_tile(acc, c_ptr, a_scale_ptr, b_scale_ptr, bias_ptr, g, M, N, offs_m, offs_n, offs_am, offs_bn,
+               stride_cg, stride_cm, stride_cn, DEQUANT, A_SCALE_PER_ROW, HAS_BIAS)
 
 
 

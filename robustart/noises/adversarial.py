@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from robustart.errors import RobustartError
+from robustart.errors import RobustartError, need_extra
 from robustart.noises import attacks as A
 from robustart.noises.base import Noise, NoiseFamily, NoiseOutput, sample_generator
 from robustart.noises.spec import NoiseSpecError, take
@@ -120,6 +120,7 @@ class Attack:
       suite             the norms in which the default `adversarial` suite runs it
       optional          the norms in which `adversarial:attacks=...` may add it to a suite
       examples          quick specs (a few steps, a few images) that the registry tests run
+      extra             the pip extra it needs (`pip install robustart[EXTRA]`), if any
 
     `configure` adds the attack's settings to a job config (which already has name, norm, eps,
     budget, and amp / channels_last); every setting that can change a result belongs there, as
@@ -135,6 +136,7 @@ class Attack:
     suite: tuple[str, ...] = ()
     optional: tuple[str, ...] = ()
     examples: tuple[str, ...] = ()
+    extra: str = ""
 
     def configure(self, cfg: dict, kw: dict, spec: str) -> dict:
         return cfg
@@ -174,6 +176,10 @@ def attack_config(name: str, kw: dict, spec: str) -> dict:
     take(kw, spec, atk.all_params())
     norm = _norm(kw.get("norm", atk.norms[0]), spec, atk.norms)
     eps, budget = _eps(kw, norm, spec)
+    if atk.extra:
+        need_extra(atk.extra, f"noise spec {spec!r} ({name} runs the authors' implementation)")
+    elif norm == "l1":
+        need_extra("autoattack", f"noise spec {spec!r} (L1 attacks project with AutoAttack's L1 projection)")
     cfg = {"name": name, "norm": norm, "eps": eps}
     if budget:
         cfg["budget"] = budget
@@ -581,6 +587,7 @@ class Square(Attack):
     examples = ("square:eps=8/255,queries=20",)
     norms = ("linf", "l2")
     blackbox = True
+    extra = "autoattack"
     optional = ("linf",)  # in a suite on request: 5000 queries per sample
     params = {"queries": "query budget (5000)", "p_init": "initial square size (0.8)"}
 
@@ -601,6 +608,7 @@ class AutoAttack(Attack):
     examples = ("autoattack:eps=1/255",)
     norms = A.NORMS
     speed = False  # the published settings only
+    extra = "autoattack"
     optional = ("linf",)
 
     def configure(self, cfg, kw, spec):

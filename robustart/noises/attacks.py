@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from robustart.errors import need
+
 NORMS = ("linf", "l2", "l1")
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -104,6 +106,7 @@ def random_start(x: torch.Tensor, eps: float, norm: str, gens=None) -> torch.Ten
 def project_l1(x: torch.Tensor, delta: torch.Tensor, eps: float) -> torch.Tensor:
     """The exact projection of x + delta onto {||delta||_1 <= eps} ∩ [0, 1] (Croce & Hein's
     algorithm, as shipped in pyautoattack); returns the projected delta."""
+    need("pyautoattack", "the L1 projection (PGD-L1)")
     from pyautoattack.autopgd_base import L1_projection
 
     fix = L1_projection(x.flatten(1), delta.flatten(1), eps)
@@ -321,6 +324,7 @@ def square(model, x, y, *, eps: float, norm: str = "linf", queries: int = 5000, 
            seed: int = 0) -> AttackOutput:
     """Square Attack (Andriushchenko et al.), score-based black box: the authors' code via
     pyautoattack, margin loss, one restart, as in AutoAttack."""
+    need("pyautoattack", "Square Attack")
     from pyautoattack.square import SquareAttack
 
     norm_name = {"linf": "Linf", "l2": "L2"}[norm]
@@ -334,7 +338,7 @@ def square(model, x, y, *, eps: float, norm: str = "linf", queries: int = 5000, 
 def standard_autoattack(model, *, eps: float, norm: str = "linf", seed: int = 0, device="cpu"):
     """pyautoattack's AutoAttack in its 'standard' version, checked against the published
     settings, so that a change in the package can never run something weaker under that name."""
-    from pyautoattack import AutoAttack
+    AutoAttack = need("pyautoattack", "AutoAttack").AutoAttack
 
     norm_name = {"linf": "Linf", "l2": "L2", "l1": "L1"}[norm]
     aa = AutoAttack(model, norm=norm_name, eps=eps, version="standard", seed=seed, device=device)

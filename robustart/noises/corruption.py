@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from robustart.errors import DataError
+from robustart.errors import DataError, need_extra
 from robustart.noises.base import Noise, NoiseFamily, NoiseOutput, sample_generator
 from robustart.noises.corruptions import constants as K
 from robustart.noises.spec import NoiseSpecError, take
@@ -133,6 +133,10 @@ def parse(name: str, args: list, kwargs: dict, spec: str):
     severities = _severities(kwargs.get("severity"), spec)
     impl = _impl(kwargs.get("impl", "torch"), spec, corruptions)
     jpeg = _jpeg(kwargs.get("jpeg", False), spec)
+    if impl == "reference":
+        need_extra("corruptions", f"noise spec {spec!r} (impl=reference runs imagecorruptions)")
+    elif "frost" in corruptions:
+        need_extra("corruptions", f"noise spec {spec!r} (frost overlays the frost photos of imagecorruptions)")
     configs = [_config(c, s, impl, jpeg) for c in corruptions for s in severities]
     return configs[0] if len(configs) == 1 and name == "corruption" else configs
 

@@ -131,13 +131,9 @@ class TritonBackend(Backend):
 
     def unavailable(self):
         try:
-            from robustart import kernels  # noqa: F401
-        except ImportError as e:
-            return f"robustart.kernels cannot be imported ({e})"
-        try:
-            import triton  # noqa: F401
-        except ImportError:
-            return "triton is not installed"
+            from robustart.kernels import gemm  # noqa: F401  (imports triton, or names the extra)
+        except RobustartError as e:
+            return str(e)
         return None
 
     def layer_forward(self, layer, x):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from robustart.errors import StoreError
+from robustart.errors import StoreError, need
 from robustart.reports import load as L
 from robustart.reports import tables as T
 from robustart.results.store import ResultsStore
@@ -100,6 +100,7 @@ def compare(store: str | Path | ResultsStore | None, a: str, b: str, out: str | 
     from robustart.reports.render import Section, page
     from robustart.reports.report import _to_parquet
 
+    need("seaborn", "`robustart report --compare` (its figures)")
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     jobs = L.read_jobs(st)
     if not len(jobs):

@@ -23,7 +23,10 @@ def _setup():
 
     matplotlib.use("Agg", force=True)  # no display; also keeps a GUI backend from starting
     import matplotlib.pyplot as plt
-    import seaborn as sns
+
+    from robustart.errors import need
+
+    sns = need("seaborn", "`robustart report` (its figures)")
 
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
     return plt, sns

@@ -17,7 +17,7 @@ from typing import Callable
 
 import pandas as pd
 
-from robustart.errors import StoreError
+from robustart.errors import StoreError, need
 from robustart.reports import figures as F
 from robustart.reports import load as L
 from robustart.reports import tables as T
@@ -183,6 +183,7 @@ def _n(k: int, noun: str) -> str:
 
 def build_report(store: str | Path | ResultsStore | None = None, out: str | Path = "robustart-report",
                  models=None, noises=None, log: Callable[[str], None] = _noop) -> Report:
+    need("seaborn", "`robustart report` (its figures)")
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     models, noises = L._split(models), L._split(noises)
     secs: dict[str, float] = {}

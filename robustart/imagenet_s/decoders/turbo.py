@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from robustart.errors import need
+
 
 class Decoder:
     def __init__(self, name: str, fastdct: bool = False, fastupsample: bool = False):
@@ -14,7 +16,7 @@ class Decoder:
         self.fastupsample = fastupsample
 
     def unavailable(self) -> str | None:
-        import simplejpeg  # noqa: F401
+        need("simplejpeg", f"decoder {self.name!r}")
 
         return None
 

@@ -22,8 +22,9 @@ def numpy_seed(seed: int, sample_id: str, salt: str = "") -> int:
 
 def corrupt_one(img: np.ndarray, name: str, severity: int, seed: int | None = None) -> np.ndarray:
     """One HWC uint8 image through the reference; `seed` makes it reproducible."""
-    from imagecorruptions import corrupt
+    from robustart.errors import need
 
+    corrupt = need("imagecorruptions", "the reference corruptions (impl=reference)").corrupt
     kwargs = {}
     if seed is not None:
         np.random.seed(seed)

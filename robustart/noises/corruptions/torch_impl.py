@@ -294,6 +294,9 @@ def _frost_photo(i: int) -> torch.Tensor:
 
     from PIL import Image
 
+    from robustart.errors import need
+
+    need("imagecorruptions", "the frost corruption (its frost photos)")
     ref = importlib.resources.files("imagecorruptions") / "frost" / K.FROST_FILES[i]
     with importlib.resources.as_file(ref) as path, Image.open(path) as im:
         arr = np.asarray(im.convert("RGB"))
