@@ -167,9 +167,12 @@ def test_glass_blur_pointer_jumping_equals_the_sequential_loop():
     g = torch.Generator().manual_seed(0)
     h, w = 23, 19
     x = torch.randint(0, 256, (2, h * w, 3), generator=g).float()
-    for delta in (1, 2, 4):
-        offs = torch.randint(-delta, delta, (2, 2, h * w), generator=g)
-        got = T._glass_copy_chain(x, h, w, delta, offs)
+    for delta in (1, 2, 3, 4):
+        side = 2 * delta
+        pairs = torch.randint(0, side * side, (2, h * w), generator=g)
+        offs = torch.stack((pairs % side, pairs // side), 1) - delta  # (dx, dy)
+        take = T._glass_sources(h, w, delta, pairs)
+        got = x.gather(1, take[:, :, None].expand(-1, -1, 3))
         for n in range(2):
             want = _reference_glass_loop(x[n].view(h, w, 3).numpy(), delta, offs[n].view(2, h, w).numpy())
             assert np.array_equal(got[n].view(h, w, 3).numpy(), want)
