@@ -113,9 +113,10 @@ class Draws:
 @lru_cache(maxsize=16)
 def _shot_tables(scale: float, device_str: str):
     """Walker alias tables of Poisson(level / 255 * scale) for the 256 uint8 levels, each over
-    `slots` (a power of two) outcomes, with the reference's output level of each outcome
-    (np.uint8(clip(k / scale, 0, 1) * 255)) in place of the outcome. The tail beyond
-    scale + 12 sqrt(scale) + 20 (probability < 1e-20) is folded into the last outcome."""
+    `slots` (a power of two) outcomes: the probability of keeping slot k, and the output levels
+    (np.uint8(clip(k / scale, 0, 1) * 255), as the reference) of slot k and of its alias, side by
+    side. The tail beyond scale + 12 sqrt(scale) + 20 (probability < 1e-20) is folded into the
+    last outcome."""
     from scipy.special import gammaln
 
     k = int(np.ceil(scale + 12 * np.sqrt(scale) + 20))
@@ -141,9 +142,9 @@ def _shot_tables(scale: float, device_str: str):
             q[g] -= 1.0 - q[s]
             (small if q[g] < 1.0 else large).append(g)
     value = (np.clip(np.arange(slots) / float(scale), 0, 1) * 255).astype(np.uint8)
+    outcome = np.stack((np.broadcast_to(value, alias.shape), value[alias]), -1)  # (level, slot, kept|alias)
     dev = torch.device(device_str)
-    return (torch.from_numpy(prob.ravel()).to(dev), torch.from_numpy(value).to(dev),
-            torch.from_numpy(value[alias].ravel()).to(dev), slots)
+    return torch.from_numpy(prob.ravel()).to(dev), torch.from_numpy(outcome.ravel()).to(dev), slots
 
 
 # ---------------------------------------------------------------- noise
@@ -159,12 +160,12 @@ def shot_noise(x, severity, rng):
     """Poisson(x / 255 * c) / c, sampled exactly by the alias method: one uniform and three
     table lookups per value, in place of the reference's per-value Poisson sampler."""
     c = K.SHOT_NOISE[severity - 1]
-    prob, value, alias_value, slots = _shot_tables(float(c), str(x.device))
+    prob, outcome, slots = _shot_tables(float(c), str(x.device))
     t = rng.uniform(x.shape[1:], dtype=torch.float64).mul_(slots)
     j = t.to(torch.int64)
     idx = x.to(torch.int64).mul_(slots).add_(j)
-    keep = t.sub_(j) < prob.take(idx)
-    return torch.where(keep, value[j], alias_value.take(idx))
+    alias = t.sub_(j) >= prob.take(idx)
+    return outcome.take(idx.mul_(2).add_(alias))
 
 
 def impulse_noise(x, severity, rng):
@@ -215,9 +216,10 @@ def _glass_sources(h: int, w: int, delta: int, pairs: torch.Tensor) -> torch.Ten
     the sequential result exactly. pairs: (N, H*W), each pixel's offset pair v in
     [0, (2 delta)^2): dx = v % (2 delta) - delta, dy = v // (2 delta) - delta. Returns (N, H*W)."""
     pos, visited, offset, later = _glass_tables(h, w, delta, str(pairs.device))
-    src = torch.where(visited, offset.take(pairs).add_(pos), pos)
+    # (products with masks rather than torch.where, which is several times slower on the CPU)
+    src = offset.take(pairs).mul_(visited).add_(pos)
     chained = later.take(pairs).logical_and_(visited).logical_and_(visited.take(src))
-    ptr = torch.where(chained, src, pos)
+    ptr = (src - pos).mul_(chained).add_(pos)
     for _ in range(64):
         nxt = ptr.gather(1, ptr)
         if torch.equal(nxt, ptr):
@@ -658,23 +660,41 @@ def corrupt(x_u8: torch.Tensor, name: str, severity: int, rng: Draws | None = No
     if name in K.STOCHASTIC and rng is None:
         raise ValueError(f"corruption {name!r} is random: pass per-sample draws (rng)")
     fn = FUNCTIONS[name]
-    n = x_u8.shape[0]
-    with torch.no_grad(), _full_precision(x_u8.is_cuda):
-        if x_u8.is_cuda or n <= CPU_CHUNK:
+    if x_u8.is_cuda:
+        with torch.no_grad(), _full_precision(True):
             return _to_uint8(fn(x_u8, severity, rng))
-        # On the CPU, a few images at a time: the intermediates stay in cache, and no batch-sized
-        # buffer is allocated (and page-faulted) per operation. Each sample's draws come from its
-        # own generators, so the chunking changes no output.
-        out = None
-        for i in range(0, n, CPU_CHUNK):
-            j = min(i + CPU_CHUNK, n)
-            y = _to_uint8(fn(x_u8[i:j], severity, rng.split(i, j) if rng is not None else None))
-            if out is None:  # in the chunks' own memory layout, so that filling it is a plain copy
-                last = y.is_contiguous(memory_format=torch.channels_last) and not y.is_contiguous()
-                out = torch.empty((n, *y.shape[1:]), dtype=torch.uint8, device=y.device,
-                                  memory_format=torch.channels_last if last else torch.contiguous_format)
-            out[i:j] = y
-        return out
+    # On the CPU, a few images at a time: the intermediates stay in cache and no batch-sized
+    # buffer is allocated (and page-faulted) per operation. On one thread: the corruptions are
+    # many small operations, which torch's intra-op threads slow down rather than speed up
+    # (several times over on a busy 2-core machine). Each sample's draws come from its own
+    # generators, so the chunking changes no output.
+    n = x_u8.shape[0]
+    if n == 0:
+        return x_u8.clone()
+    chunks = [(i, min(i + CPU_CHUNK, n)) for i in range(0, n, CPU_CHUNK)]
+    with torch.no_grad(), _one_intraop_thread():
+        ys = [_to_uint8(fn(x_u8[i:j], severity, rng.split(i, j) if rng is not None else None)) for i, j in chunks]
+    if len(ys) == 1:
+        return ys[0]
+    # in the chunks' own memory layout, so that filling it is a plain copy
+    last = ys[0].is_contiguous(memory_format=torch.channels_last) and not ys[0].is_contiguous()
+    out = torch.empty((n, *ys[0].shape[1:]), dtype=torch.uint8,
+                      memory_format=torch.channels_last if last else torch.contiguous_format)
+    for (i, j), y in zip(chunks, ys):
+        out[i:j] = y
+    return out
+
+
+@contextmanager
+def _one_intraop_thread():
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
 
 
 def _to_uint8(y: torch.Tensor) -> torch.Tensor:
