@@ -93,13 +93,14 @@ class Draws:
         out = []
         for g in self.gens:
             m = p * n
-            gaps = torch.empty(int(m + 8 * m**0.5 + 16), dtype=torch.int64, device=self.device)
+            # float64 holds these whole numbers exactly (well below 2**53)
+            gaps = torch.empty(int(m + 8 * m**0.5 + 16), dtype=torch.float64, device=self.device)
             pos = gaps.geometric_(p, generator=g).cumsum_(0).sub_(1)
             while pos[-1] < n:  # rare: more successes than drawn for
                 more = torch.empty_like(gaps).geometric_(p, generator=g).cumsum_(0).add_(pos[-1])
                 pos = torch.cat((pos, more))
-            pos = pos[pos < n]
-            coin = torch.empty(pos.shape, dtype=torch.bool, device=self.device).bernoulli_(0.5, generator=g)
+            pos = pos[pos < n].long()
+            coin = torch.empty(pos.shape, device=self.device).uniform_(generator=g) < 0.5
             out.append((pos, coin))
         return out
 
