@@ -161,6 +161,11 @@ def main():
                   f"{total['reference_img_s'] / total[c]:.2f}x.")
     if not cuda:
         md += ["", "No CUDA device on this machine: the GPU column is pending (run this script on a GPU)."]
+    cores = os.cpu_count() or 1
+    if max(load_before[0], load_after[0]) > cores:
+        md += ["", f"The machine was shared and busy (1-minute load average {load_before[0]:.1f} / {load_after[0]:.1f} "
+               f"on {cores} logical cores), so the absolute rates are low; the ratios compare passes of the "
+               "reference and ours that alternated, under the same load."]
     if names == K.ALL:
         f32 = pd.DataFrame(float32_changes(x[: args.images]))
         md += ["", "## float64 where the reference's truncation needs it", "",
