@@ -16,11 +16,12 @@ batched version is a parallel equivalent with the same statistics rather than th
               (exact Euclidean distance instead of OpenCV's 5x5 chamfer approximation).
   frost       the frost photos are resized with torch's bicubic instead of OpenCV's.
 
-On the CPU (one thread), every corruption is at least as fast as the reference and all 19 about
-four times as fast (benchmarks/results/corruption_throughput_cpu.md): images go a couple at a
-time so that intermediates stay in cache, blurs are banded matrix products or FFTs rather than
-single-channel convolutions, point operations are lookup tables, and float64 is kept only where
-the reference's truncation must be reproduced exactly (brightness, saturate, contrast's table).
+On the CPU (one thread), every corruption is faster than the reference and all 19 about five
+times as fast (benchmarks/results/corruption_throughput_cpu.md): images go a few at a time so
+that intermediates stay in cache, blurs are banded matrix products or FFTs rather than
+single-channel convolutions, point operations are lookup tables, and float64 is kept where the
+reference's truncation must be reproduced exactly (brightness, saturate, contrast's table; the
+benchmark lists the values float32 would change) and for the Poisson sampler's uniforms.
 """
 
 from __future__ import annotations
