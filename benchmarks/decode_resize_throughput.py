@@ -87,6 +87,19 @@ def main():
         rate = best_rate(lambda: [D.decode(name, d) for d in datas], len(datas), args.repeats)
         rows.append({"table": "decode", "backend": name, "workers": 1, "images_per_s": rate, "version": D.get(name).version()})
         print(f"decode {name:20s} {rate:8.1f} img/s")
+    if torch.cuda.is_available():  # nvJPEG as a batch decoder would use it: one call, output left on the GPU
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+
+        def batched():
+            decode_jpeg(tensors, mode=ImageReadMode.RGB, device="cuda")
+            torch.cuda.synchronize()
+
+        rate = best_rate(batched, len(datas), args.repeats)
+        rows.append({"table": "decode", "backend": f"torchvision-cuda, batch of {len(datas)} kept on the GPU",
+                     "workers": 1, "images_per_s": rate, "version": D.get("torchvision-cuda").version()})
+        print(f"decode torchvision-cuda batched {rate:8.1f} img/s")
     imgs = [D.decode("pil", d) for d in datas]
     simd = D.unavailable("pil-simd") is None
     for name in R.RESIZERS:
@@ -99,6 +112,8 @@ def main():
     variants = [("pil", "pil-bicubic"), ("opencv", "opencv-linear"), ("turbo-fast", "torch-bilinear-aa"),
                 ("ffmpeg", "pil-bicubic")] + ([("pil-simd", "pil-simd-bicubic")] if simd else [])
     for d, r in variants:
+        if D.unavailable(d):
+            continue  # reported in the decode table's skips above
         p = Pipeline(d, r)
         for w in [int(x) for x in args.workers.split(",")]:
             rate = scaling_rate(p, paths, w, args.repeats)
@@ -114,6 +129,7 @@ def main():
         "cpu": f"{cpu_model()} ({os.cpu_count()} logical cores; torch threads 1)",
         "images": f"{len(files)} ImageNet validation JPEGs from {Path(args.data).name}, best of {args.repeats} passes",
         "torch": torch.__version__,
+        **({"gpu": torch.cuda.get_device_name()} if torch.cuda.is_available() else {}),
         "load average at the end (1 min)": f"{os.getloadavg()[0]:.1f}: on a shared machine the scaling table "
                                            "shows contention as much as the backends",
     }

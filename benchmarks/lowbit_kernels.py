@@ -2,6 +2,9 @@
 
     python benchmarks/lowbit_kernels.py [--quick] [--out benchmarks/results]
     python benchmarks/lowbit_kernels.py --smoke      # no GPU: a tiny exactness run in Triton's interpreter
+    python benchmarks/lowbit_kernels.py --dry-run    # no GPU: this whole benchmark on the CPU at tiny
+                                                     # sizes (interpreter, wall-clock times): checks
+                                                     # that it runs and writes its files; measures nothing
     python benchmarks/lowbit_kernels.py --compile 90 # no GPU needed: compile every autotune config
                                                      # for sm_90 and print registers, spills, shared
                                                      # memory and the instructions that matter
@@ -65,14 +68,23 @@ def ceilings_for(name: str) -> dict | None:
 
 
 def bench_ms(fn) -> float:
+    if not torch.cuda.is_available():  # --dry-run: wall clock, median of 3
+        import time
+
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        return 1e3 * sorted(times)[1]
     import triton
 
     return float(triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median"))
 
 
-def measured_hbm_tbs() -> float:
+def measured_hbm_tbs(device: str = "cuda") -> float:
     """Achieved copy bandwidth (read + write) of a 1 GiB buffer: the practical memory ceiling."""
-    x = torch.empty(2**30, dtype=torch.uint8, device="cuda")
+    x = torch.empty(2**30 if device == "cuda" else 2**24, dtype=torch.uint8, device=device)
     y = torch.empty_like(x)
     ms = bench_ms(lambda: y.copy_(x))
     return 2 * x.numel() / (ms * 1e-3) / 1e12
@@ -81,14 +93,15 @@ def measured_hbm_tbs() -> float:
 def operands(m, n, k, gen):
     from robustart import kernels as K
 
-    a8 = torch.randint(-128, 128, (m, k), dtype=torch.int8, device="cuda", generator=gen)
-    b8 = torch.randint(-128, 128, (n, k), dtype=torch.int8, device="cuda", generator=gen)
-    w4 = torch.randint(-8, 8, (n, k), dtype=torch.int8, device="cuda", generator=gen)
+    dev = gen.device
+    a8 = torch.randint(-128, 128, (m, k), dtype=torch.int8, device=dev, generator=gen)
+    b8 = torch.randint(-128, 128, (n, k), dtype=torch.int8, device=dev, generator=gen)
+    w4 = torch.randint(-8, 8, (n, k), dtype=torch.int8, device=dev, generator=gen)
     return dict(
         a8=a8, b8=b8, w4=w4, p4=K.pack_int4(w4),
         abits=K.pack_bits(a8), bbits=K.pack_bits(b8),
         a16=(a8.to(torch.float16) / 128), b16=(b8.to(torch.float16) / 128),
-        b_scale=torch.rand(n, device="cuda", generator=gen) / 100, bias=torch.randn(n, device="cuda", generator=gen),
+        b_scale=torch.rand(n, device=dev, generator=gen) / 100, bias=torch.randn(n, device=dev, generator=gen),
     )
 
 
@@ -132,7 +145,8 @@ def run_case(m, n, k, gen, verify: bool) -> dict:
     for name, ms in row["ms"].items():
         row["vs_fp16"][name] = row["ms"]["torch fp16"] / ms
     del o
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return row
 
 
@@ -255,6 +269,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-verify", action="store_true", help="skip the bit-exactness checks before timing")
     ap.add_argument("--smoke", action="store_true", help="tiny exactness run in Triton's interpreter (CPU)")
     ap.add_argument("--compile", type=int, metavar="ARCH", help="compile all configs for sm_ARCH (e.g. 90) and exit")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="no GPU: the whole benchmark on the CPU at tiny sizes (interpreter); measures nothing")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
 
@@ -262,25 +278,29 @@ def main(argv=None) -> int:
         return smoke()
     if args.compile:
         return compile_check(args.compile)
-    if not torch.cuda.is_available():
+    dry = args.dry_run and not torch.cuda.is_available()
+    if not torch.cuda.is_available() and not dry:
         print("lowbit_kernels: no CUDA device here; speed can only be measured on a GPU.\n"
               "Run `python benchmarks/lowbit_kernels.py` on one (e.g. an H100), or --smoke for an "
-              "interpreter exactness check on this CPU.")
+              "interpreter exactness check on this CPU (--dry-run: the whole script at tiny sizes).")
         return 0
 
     import triton
 
     from robustart.engine.env import git_info, versions
 
-    name = torch.cuda.get_device_name()
+    device = "cpu" if dry else "cuda"
+    name = "cpu" if dry else torch.cuda.get_device_name()  # dry run: Triton's interpreter
     c = ceilings_for(name)
-    gen = torch.Generator(device="cuda").manual_seed(0)
+    gen = torch.Generator(device=device).manual_seed(0)
+    if dry:
+        args.sizes, args.batches, args.weights, args.quick = "32", "1,4", 64, False
     squares = [4096] if args.quick else [int(v) for v in args.sizes.split(",")]
     batches = [1, 16] if args.quick else [int(v) for v in args.batches.split(",")]
     nk = args.weights
     names = ["torch fp16", "torch._int_mm", "ours int8->int32", "ours int8", "ours int4", "ours binary"]
 
-    hbm_measured = measured_hbm_tbs()
+    hbm_measured = measured_hbm_tbs(device)
     compute, memory = [], []
     for s in squares:
         compute.append(run_case(s, s, s, gen, not args.no_verify))
@@ -318,7 +338,8 @@ def main(argv=None) -> int:
         "# Low-bit GEMM kernels vs torch fp16 and torch._int_mm",
         "",
         f"- date: {date}",
-        f"- device: {name} ({torch.cuda.get_device_properties(0).multi_processor_count} SMs); host {platform.node()}",
+        f"- device: {name}" + (f" ({torch.cuda.get_device_properties(0).multi_processor_count} SMs)" if not dry else "")
+        + f"; host {platform.node()}",
         f"- versions: " + ", ".join(f"{k} {v}" for k, v in vers.items() if v),
         f"- git: {git_info()}",
         f"- command: `python benchmarks/lowbit_kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}`",

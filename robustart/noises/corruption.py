@@ -180,7 +180,7 @@ class CorruptionNoise(Noise):
             rng = T.Draws([sample_generator(seed, i, salt) for i in ids], x_u8.device)
         out = T.corrupt(x_u8, self.corruption, self.severity, rng)
         if self.jpeg:
-            out = T.jpeg_roundtrip(out.float(), K.RELEASE_JPEG_QUALITY).to(torch.uint8)
+            out = T.jpeg_roundtrip(out, K.RELEASE_JPEG_QUALITY)
         return out
 
     def _reference(self, x_u8: torch.Tensor, ids: list[str], seed: int) -> torch.Tensor:

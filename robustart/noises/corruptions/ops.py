@@ -9,6 +9,7 @@ Images are float tensors (N, C, H, W). Border modes follow the libraries the ref
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -50,30 +51,142 @@ def gaussian_kernel1d(sigma: float, truncate: float = 4.0, dtype=torch.float32, 
     return (k / k.sum()).to(dtype=dtype, device=device)
 
 
-def conv_separable(x: torch.Tensor, ky: torch.Tensor, kx: torch.Tensor, mode: str) -> torch.Tensor:
-    """Correlate every channel of (N, C, H, W) with ky along H and kx along W."""
-    n, c, h, w = x.shape
-    ry, rx = ky.numel() // 2, kx.numel() // 2
-    y = x.reshape(n * c, 1, h, w)
-    y = F.conv2d(pad2d(y, ry, 0, mode), ky.to(y).view(1, 1, -1, 1))
-    y = F.conv2d(pad2d(y, 0, rx, mode), kx.to(y).view(1, 1, 1, -1))
-    return y.view(n, c, h, w)
+@lru_cache(maxsize=64)
+def blur_matrix(n: int, sigma: float, truncate: float, mode: str, dtype=torch.float32, device_str: str = "cpu") -> torch.Tensor:
+    """(n, n) matrix M of scipy's 1-D Gaussian filter along an axis of length n, the border mode
+    folded in: (M @ v)[i] = sum_j k[j] v[border(i + j - radius)]. Built in float64."""
+    k = gaussian_kernel1d(sigma, truncate, torch.float64)
+    r = k.numel() // 2
+    src = border_index(n, r, r, mode, "cpu")
+    m = torch.zeros(n, n, dtype=torch.float64)
+    rows = torch.arange(n)
+    for j in range(2 * r + 1):
+        m.index_put_((rows, src[j:j + n]), k[j].expand(n), accumulate=True)
+    return m.to(dtype=dtype, device=device_str)
 
 
 def gaussian_blur(x: torch.Tensor, sigma, mode: str = "nearest", truncate: float = 4.0) -> torch.Tensor:
-    """skimage.filters.gaussian / scipy gaussian_filter over H and W of (N, C, H, W)."""
+    """skimage.filters.gaussian / scipy gaussian_filter over the last two dims (H, W) of x.
+
+    Two matrix products with the filter's (H, H) and (W, W) matrices, borders folded in: they run
+    at the BLAS's full rate on CPU and GPU alike and need no padded copies, where torch's
+    convolution of single-channel planes is slow on the CPU. On the CPU the products skip the
+    band's zeros (see band_matmul)."""
     sy, sx = (sigma, sigma) if np.isscalar(sigma) else sigma
-    ky = gaussian_kernel1d(sy, truncate, torch.float64)
-    kx = gaussian_kernel1d(sx, truncate, torch.float64)
-    return conv_separable(x, ky, kx, mode)
+    h, w = x.shape[-2:]
+    dev = str(x.device)
+    if x.is_cuda:
+        mh = blur_matrix(h, float(sy), float(truncate), mode, x.dtype, dev)
+        mw = blur_matrix(w, float(sx), float(truncate), mode, x.dtype, dev)
+        return torch.matmul(mh, torch.matmul(x, mw.T))
+    bh = blur_bands(h, float(sy), float(truncate), mode, x.dtype, dev)
+    bw = blur_bands(w, float(sx), float(truncate), mode, x.dtype, dev)
+    return band_matmul(bh, band_matmul(bw, x, -1), -2)
 
 
-def conv2d_same(x: torch.Tensor, k: torch.Tensor, mode: str) -> torch.Tensor:
-    """Correlate every channel with one odd-sized 2-D kernel (OpenCV filter2D semantics)."""
-    n, c, h, w = x.shape
+_BAND_BLOCK = 32
+
+
+@lru_cache(maxsize=64)
+def blur_bands(n: int, sigma: float, truncate: float, mode: str, dtype=torch.float32, device_str: str = "cpu") -> list:
+    """blur_matrix in row blocks, each with the column range its nonzeros span (see band_matmul)."""
+    m = blur_matrix(n, sigma, truncate, mode, dtype, device_str)
+    out = []
+    for s in range(0, m.shape[0], _BAND_BLOCK):
+        e = min(s + _BAND_BLOCK, m.shape[0])
+        cols = (m[s:e] != 0).any(0).nonzero()
+        lo, hi = int(cols[0]), int(cols[-1]) + 1
+        blk = m[s:e, lo:hi]
+        out.append((s, e, lo, hi, blk.contiguous(), blk.T.contiguous()))
+    return out
+
+
+def band_matmul(bands: list, x: torch.Tensor, dim: int) -> torch.Tensor:
+    """A banded matrix m (given as blur_bands) applied along dim -1 (x @ m.T) or -2 (m @ x) of
+    x: 32 outputs at a time from the inputs their band spans, so a narrow filter costs a
+    fraction of the dense product (the terms skipped are exact zeros)."""
+    shape = x.shape
+    n = bands[-1][1]
+    if dim == -1:
+        x2 = x.reshape(-1, shape[-1])
+        out = torch.empty(x2.shape[0], n, dtype=x.dtype, device=x.device)
+        for s, e, lo, hi, _, blk_t in bands:
+            out[:, s:e] = x2[:, lo:hi] @ blk_t
+        return out.view(*shape[:-1], n)
+    x3 = x.reshape(-1, *shape[-2:])
+    out = torch.empty(x3.shape[0], n, shape[-1], dtype=x.dtype, device=x.device)
+    for s, e, lo, hi, blk, _ in bands:
+        out[:, s:e] = torch.matmul(blk, x3[:, lo:hi])
+    return out.view(*shape[:-2], n, shape[-1])
+
+
+#: torch's names of the border modes (torch's "reflect" is OpenCV's REFLECT_101)
+_PAD_MODE = {"nearest": "replicate", "reflect": "reflect"}
+
+
+def _fast_len(n: int) -> int:
+    """The smallest m >= n whose only prime factors are 2, 3 and 5 (fast FFT sizes)."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1
+
+
+@lru_cache(maxsize=32)
+def _kernel_rfft(kernel: bytes, kh: int, kw: int, size: tuple, device_str: str) -> torch.Tensor:
+    k = torch.from_numpy(np.frombuffer(kernel, dtype=np.float32).reshape(kh, kw).copy())
+    pad = torch.zeros(size, dtype=torch.float32)
+    pad[:kh, :kw] = k
+    return torch.fft.rfft2(pad).conj().to(device_str)
+
+
+def conv2d_fft(x: torch.Tensor, k: np.ndarray, mode: str) -> torch.Tensor:
+    """Correlate every channel of (N, C, H, W) with one odd-sized 2-D kernel (OpenCV filter2D
+    semantics) by FFT, as a circular correlation of the border-padded image: for kernels too large
+    to apply directly (torch's convolution of single-channel planes is slow on the CPU)."""
+    h, w = x.shape[-2:]
     ry, rx = k.shape[0] // 2, k.shape[1] // 2
-    y = pad2d(x.reshape(n * c, 1, h, w), ry, rx, mode)
-    return F.conv2d(y, k.to(y)[None, None]).view(n, c, h, w)
+    size = (_fast_len(h + 2 * ry), _fast_len(w + 2 * rx))
+    kf = _kernel_rfft(np.ascontiguousarray(k, dtype=np.float32).tobytes(), k.shape[0], k.shape[1], size, str(x.device))
+    xf = torch.fft.rfft2(F.pad(x, (rx, rx, ry, ry), mode=_PAD_MODE[mode]), s=size)
+    return torch.fft.irfft2(xf.mul_(kf), s=size)[..., :h, :w]
+
+
+def conv3x3(x: torch.Tensor, k, mode: str) -> torch.Tensor:
+    """Correlate the last two dims of float x with a 3x3 kernel (nested tuples of numbers),
+    border "nearest" or "reflect", by shifted slices: far faster on the CPU than torch's
+    convolution of single-channel planes."""
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (1, 1, 1, 1), mode=_PAD_MODE[mode])
+    out = None
+    for a in range(3):
+        for b in range(3):
+            if k[a][b]:
+                s = xp[..., a:a + h, b:b + w]
+                out = s * k[a][b] if out is None else out.add_(s, alpha=k[a][b])
+    return out
+
+
+def conv3_separable(x: torch.Tensor, ky, kx, mode: str) -> torch.Tensor:
+    """conv3x3 with the kernel outer(ky, kx), one axis at a time."""
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (1, 1, 1, 1), mode=_PAD_MODE[mode])
+    r = None
+    for b in range(3):
+        if kx[b]:
+            s = xp[..., b:b + w]
+            r = s * kx[b] if r is None else r.add_(s, alpha=kx[b])
+    out = None
+    for a in range(3):
+        if ky[a]:
+            s = r[..., a:a + h, :]
+            out = s * ky[a] if out is None else out.add_(s, alpha=ky[a])
+    return out
 
 
 def zoom_matrix(n: int, zoom: float, dtype=torch.float64) -> torch.Tensor:
@@ -147,73 +260,60 @@ def _motion_gather(x, k, offs, taps):
     return out.view(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def bilinear_sample(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
-    """x (N, C, H, W) sampled at float pixel coordinates ys, xs (N, H', W'), linear
-    interpolation, out-of-range neighbours mapped by a border mode (scipy map_coordinates,
-    order 1)."""
+def displace_symmetric(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+    """x (N, C, H, W) sampled at (row + dy, column + dx), dy and dx (N, H, W), as scipy's
+    map_coordinates(order=1, mode='reflect') samples, by grid_sample: with reflection padding and
+    align_corners=False torch folds coordinates about -0.5 and size - 0.5 (the half-sample mirror)
+    and clamps them into [0, size - 1], which gives the same values."""
     n, c, h, w = x.shape
-    y0f, x0f = ys.floor(), xs.floor()
-    wy, wx = (ys - y0f).to(x.dtype), (xs - x0f).to(x.dtype)
-    y0, x0 = y0f.long(), x0f.long()
-
-    ya, yb = _fold(y0, h, mode), _fold(y0 + 1, h, mode)
-    xa, xb = _fold(x0, w, mode), _fold(x0 + 1, w, mode)
-    flat = x.reshape(n, c, h * w)
-    hw = ys.shape[1] * ys.shape[2]
-
-    def g(yi, xi):
-        idx = (yi * w + xi).view(n, 1, hw).expand(n, c, hw)
-        return flat.gather(2, idx).view(n, c, *ys.shape[1:])
-
-    wy, wx = wy[:, None], wx[:, None]
-    return (g(ya, xa) * (1 - wy) * (1 - wx) + g(ya, xb) * (1 - wy) * wx
-            + g(yb, xa) * wy * (1 - wx) + g(yb, xb) * wy * wx)
-
-
-def _fold(i: torch.Tensor, n: int, mode: str) -> torch.Tensor:
-    if mode == "nearest":
-        return i.clamp(0, n - 1)
-    if mode == "symmetric":
-        i = torch.remainder(i, 2 * n)
-        return torch.where(i >= n, 2 * n - 1 - i, i)
-    if mode == "reflect":
-        p = 2 * n - 2
-        i = torch.remainder(i, p)
-        return torch.where(i >= n, p - i, i)
-    raise ValueError(mode)
+    gx = (dx + torch.arange(w, device=x.device, dtype=dx.dtype)).add_(0.5).mul_(2.0 / w).sub_(1.0)
+    gy = (dy + torch.arange(h, device=x.device, dtype=dy.dtype)[:, None]).add_(0.5).mul_(2.0 / h).sub_(1.0)
+    grid = torch.stack((gx, gy), -1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
 def rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """skimage.color.rgb2hsv on (N, 3, H, W) in [0, 1]: hue in [0, 1)."""
-    r, g, b = x[:, 0], x[:, 1], x[:, 2]
-    v = x.amax(1)
-    delta = v - x.amin(1)
-    safe_v = torch.where(v == 0, torch.ones_like(v), v)
-    s = torch.where(v == 0, torch.zeros_like(v), delta / safe_v)
-    safe_d = torch.where(delta == 0, torch.ones_like(delta), delta)
+    """skimage.color.rgb2hsv on (N, 3, H, W) in [0, 1]: hue in [0, 1). Every value is computed
+    by the reference's own operations (same divisions, same additions), so in float64 the
+    results are bit-identical; the hue's three cases are selected before one division."""
+    r, g, b = x.unbind(1)
+    v = torch.maximum(torch.maximum(r, g), b)
+    delta = v - torch.minimum(torch.minimum(r, g), b)
+    s = (delta / v).nan_to_num_(0.0)  # 0/0 where v == 0 (so delta == 0): 0, as the reference
     # the reference assigns red, then green, then blue: the last channel equal to the max wins
-    h = (g - b) / safe_d
-    h = torch.where(g == v, 2.0 + (b - r) / safe_d, h)
-    h = torch.where(b == v, 4.0 + (r - g) / safe_d, h)
-    h = torch.remainder(h / 6.0, 1.0)
-    h = torch.where(delta == 0, torch.zeros_like(h), h)
+    bmax, gmax = b == v, g == v
+    num = torch.where(bmax, r - g, torch.where(gmax, b - r, g - b))
+    off = torch.where(bmax, 4.0, torch.where(gmax, 2.0, 0.0))
+    h = num.div_(delta).add_(off).div_(6.0)  # in [-1/6, 5/6]
+    h = torch.where(h < 0, h + 1.0, h)  # the reference's h % 1.0 (exactly so for |h| < 1)
+    h = h.masked_fill_(delta == 0, 0.0)
     return h, s, v
 
 
 def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """skimage.color.hsv2rgb, back to (N, 3, H, W)."""
-    hi = torch.floor(h * 6)
-    f = h * 6 - hi
+    """skimage.color.hsv2rgb, back to (N, 3, H, W), with the same operations (bit-identical in
+    float64). In sector hi = floor(6 h) % 6 each channel takes v, p or the sector's middle value
+    (t in even sectors, q in odd ones): two selections per channel."""
+    h6 = h * 6
+    hi = torch.floor(h6)
+    f = h6.sub_(hi)
     p = v * (1 - s)
     q = v * (1 - f * s)
     t = v * (1 - (1 - f) * s)
-    hi = torch.remainder(hi, 6).long()
-    choices = torch.stack([
-        torch.stack([v, t, p]), torch.stack([q, v, p]), torch.stack([p, v, t]),
-        torch.stack([p, q, v]), torch.stack([t, p, v]), torch.stack([v, p, q]),
-    ])  # (6, 3, N, H, W)
-    out = choices.gather(0, hi[None, None].expand(1, 3, *hi.shape))[0]
-    return out.transpose(0, 1)
+    s0, s1, s2, s3, s4, s5, s6 = (hi == k for k in range(7))  # hi is 0..6; the reference takes hi % 6
+    s0 |= s6
+    mid = torch.where(s1 | s3 | s5, q, t)
+    r = torch.where(s0 | s5, v, torch.where(s1 | s4, mid, p))
+    g = torch.where(s1 | s2, v, torch.where(s0 | s3, mid, p))
+    b = torch.where(s3 | s4, v, torch.where(s2 | s5, mid, p))
+    return torch.stack((r, g, b), 1)
+
+
+def apply_lut(x: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+    """Per-plane lookup tables: x uint8 (N, C, H, W), lut (N, C, 256) -> lut[n, c, x[n, c]]."""
+    n, c = x.shape[:2]
+    off = torch.arange(n * c, device=x.device).mul_(256).view(n, c, 1, 1)
+    return lut.reshape(-1).take(x.to(torch.int64).add_(off))
 
 
 def box_resize_matrix_pil(n_in: int, n_out: int) -> torch.Tensor:
@@ -242,3 +342,33 @@ def box_resize_matrix_pil(n_in: int, n_out: int) -> torch.Tensor:
 def nearest_index_pil(n_in: int, n_out: int) -> torch.Tensor:
     """Source index of each output sample of Pillow's NEAREST resize along one axis."""
     return torch.tensor([min(int((i + 0.5) * n_in / n_out), n_in - 1) for i in range(n_out)])
+
+
+def box_taps_pil(n_in: int, n_out: int, device=None):
+    """Pillow's BOX downscale along one axis as taps: output i is the sum of inputs
+    idx[t, i] over the taps t with mask[t, i], times one 22-bit fixed-point weight[i] (a box's
+    taps all weigh the same), so a pass is a few gathers and integer arithmetic."""
+    m = box_resize_matrix_pil(n_in, n_out)
+    nz = m > 0
+    count = nz.sum(1)
+    lo = nz.to(torch.int8).argmax(1)
+    weight = m.amax(1)
+    if not torch.equal(m[nz], weight.repeat_interleave(count)):
+        raise AssertionError("Pillow BOX taps of one output must weigh the same")
+    taps = int(count.max())
+    t = torch.arange(taps)[:, None]
+    idx = (lo[None, :] + t).clamp(max=n_in - 1)
+    mask = (t < count[None, :]).to(torch.int32)
+    full = int(count.min())  # taps that every output uses need no mask
+    return idx.to(device), mask.to(device), weight.to(torch.int32).to(device), full
+
+
+def box_rows_pil(x: torch.Tensor, plan) -> torch.Tensor:
+    """One BOX pass (see box_taps_pil) over the rows (dim -2) of uint8 x, rounded and clipped
+    as Pillow does."""
+    idx, mask, weight, full = plan
+    s = x.index_select(-2, idx[0]).to(torch.int32)
+    for t in range(1, idx.shape[0]):
+        v = x.index_select(-2, idx[t])
+        s += v if t < full else v * mask[t].view(-1, 1)
+    return s.mul_(weight.view(-1, 1)).add_(1 << 21).bitwise_right_shift_(22).clamp_(max=255).to(torch.uint8)
