@@ -25,6 +25,8 @@ from robustart.imagenet_s.cli import app as imagenet_s_app
 app.add_typer(imagenet_s_app, name="imagenet-s")
 from robustart.nas.cli import app as nas_app  # noqa: E402
 app.add_typer(nas_app, name="nas")
+from robustart.quant.cli import app as quant_app  # noqa: E402
+app.add_typer(quant_app, name="quant")
 
 out = Console()
 err = Console(stderr=True)

@@ -8,7 +8,7 @@ sha256, the quantization config, the calibration images' fingerprint and robusta
 a second job reuses it.
 
 Calibration images: `calib_data=` in the form, else ROBUSTART_CALIB_DATA, else the dataset being
-evaluated; `calib` images (default 64) drawn at random with `seed`. When they come from the
+evaluated; `calib_data=dsg|zeroq|noise` generates them from the model (robustart.quant.dsg); `calib` images (default 64) drawn at random with `seed`. When they come from the
 evaluated dataset they are among the evaluated images: the job's meta records how many
 (`quant.calibration.overlap`); benchmarks/ptq_accuracy.py also reports accuracy without them.
 """
@@ -72,6 +72,10 @@ def calibration_set(qcfg: QuantConfig, eval_source=None) -> CalibSet:
     from robustart.errors import DataError
 
     spec = qcfg.calib_data or os.environ.get(CALIB_ENV) or None
+    from robustart.quant import dsg
+
+    if spec in dsg.METHODS:  # images generated from the model itself (data-free calibration)
+        return dsg.GeneratedCalib(dsg.GenConfig(method=spec, n=qcfg.calib, seed=qcfg.seed))
     if spec is None:
         if eval_source is None:
             raise DataError("a quantized form needs calibration images: give calib_data= in the form, set "
@@ -127,7 +131,8 @@ def quantize_zoo_model(model, qcfg: QuantConfig, calib: CalibSet, *, use_cache: 
         except Exception:  # a stale or damaged file: calibrate again and overwrite it
             path.unlink(missing_ok=True)
     if not reused:
-        images = calib.load(entry).to(dev)
+        # generated calibration sets run the float model (its quantizers are still off here)
+        images = (calib.load(entry, model=model) if hasattr(calib, "cfg") else calib.load(entry)).to(dev)
         if progress:
             from rich.console import Console
             from rich.progress import Progress

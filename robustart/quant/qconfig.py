@@ -35,7 +35,8 @@ PARAMS = {
     "act": "activation quantization: asym (zero point, default) | sym",
     "calib": "number of calibration images (default 64)",
     "seed": "seed that draws the calibration images (default 0)",
-    "calib_data": "calibration dataset (as --data; default ROBUSTART_CALIB_DATA, else the evaluated dataset)",
+    "calib_data": "calibration dataset (as --data; default ROBUSTART_CALIB_DATA, else the evaluated dataset), "
+                  "or images generated from the model: dsg | zeroq | noise (robustart.quant.dsg)",
     "recon": "BRECQ/AdaRound block reconstruction after calibration: on | off (default off)",
     "iters": "reconstruction iterations per block (default 200)",
     "first_last": "bits of the first conv and the classifier (default 8; 0 = the form's own bits)",
