@@ -55,3 +55,15 @@ def small_resnet(pretrained: bool = False, **kwargs):
     """The plain baseline (network.SmallResNet)."""
     _no_pretrained("small_resnet", pretrained)
     return SmallResNet(**_clean(kwargs))
+
+
+@register_model
+def small_mixer(pretrained: bool = False, **kwargs):
+    """An MLP-Mixer of any size (timm's MlpMixer; its own entry points fix the patch size), for
+    small inputs such as Fashion-MNIST's 28x28."""
+    _no_pretrained("small_mixer", pretrained)
+    from timm.models.mlp_mixer import MlpMixer
+
+    kw = dict(img_size=28, in_chans=1, patch_size=4, num_blocks=4, embed_dim=64)
+    kw.update(_clean(kwargs))
+    return MlpMixer(**kw)

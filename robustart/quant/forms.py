@@ -118,6 +118,10 @@ def quantize_zoo_model(model, qcfg: QuantConfig, calib: CalibSet, *, use_cache: 
     entry = model.entry
     dev = next(model.parameters()).device
     Q.quantize_modules(model.net, qcfg)
+    if getattr(qcfg, "softmax", "uniform") == "mpq":  # APQ-ViT's softmax quantizer
+        from robustart.quant.apq import use_mpq
+
+        use_mpq(model.net)
     model.to(dev)
     key = cache_key(entry, model.weights_sha256, qcfg, calib)
     path = cache_dir() / f"{entry.name}-{qcfg.form}-{key}.pt"

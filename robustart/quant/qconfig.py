@@ -17,6 +17,8 @@ from robustart.errors import RobustartError
 
 NAMED_FORMS = ("w8a8", "w6a6", "w4a8", "w4a4")
 OBSERVERS = ("minmax", "percentile", "mse")
+METHODS = ("plain", "apq")  # apq: robustart.quant.apq (APQ-ViT)
+SOFTMAX = ("uniform", "mpq")
 ACT_MODES = ("asym", "sym")
 _FORM = re.compile(r"^w(\d+)a(\d+)$")
 
@@ -41,6 +43,10 @@ PARAMS = {
     "iters": "reconstruction iterations per block (default 200)",
     "first_last": "bits of the first conv and the classifier (default 8; 0 = the form's own bits)",
     "attn": "quantize attention matmuls (q, k, v, softmax) in transformers: on (default) | off",
+    "method": "calibration: plain (default) | apq (APQ-ViT: bottom-elimination blockwise calibration + MPQ softmax)",
+    "softmax": "attention-probability quantizer: uniform (fixed [0, 1] grid) | mpq (Matthew-effect preserving; "
+               "the default with method=apq)",
+    "elim": "method=apq: share of the smallest block-output errors left out of the metric (default 0.5)",
 }
 
 
@@ -58,8 +64,19 @@ class QuantConfig:
     iters: int = 200
     first_last: int = 8
     attn: bool = True
+    method: str = "plain"
+    softmax: str | None = None  # None: mpq with method=apq, else uniform
+    elim: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise FormError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}.")
+        if self.softmax is None:
+            object.__setattr__(self, "softmax", "mpq" if self.method == "apq" else "uniform")
+        if self.softmax not in SOFTMAX:
+            raise FormError(f"softmax must be one of {', '.join(SOFTMAX)}, got {self.softmax!r}.")
+        if not 0.0 <= float(self.elim) < 1.0:
+            raise FormError(f"elim must be in [0, 1), got {self.elim}.")
         for b, what in ((self.w_bits, "weight"), (self.a_bits, "activation")):
             if not 2 <= b <= 8:
                 raise FormError(f"{what} bits must be between 2 and 8, got {b}.")
@@ -95,6 +112,12 @@ class QuantConfig:
         d["form"] = self.form
         if not self.recon:
             d.pop("iters")  # cannot change a result without reconstruction
+        # settings at their plain defaults stay out of the dict: keys of existing forms are unchanged
+        if self.method == "plain":
+            d.pop("method")
+            d.pop("elim")  # only BBC reads it
+        if self.softmax == "uniform":
+            d.pop("softmax")
         return d
 
     def spec(self) -> str:
@@ -105,6 +128,10 @@ class QuantConfig:
             if f.name in ("w_bits", "a_bits"):
                 continue
             v = getattr(self, f.name)
+            if f.name == "softmax":  # its default follows the method
+                if v != ("mpq" if self.method == "apq" else "uniform"):
+                    extra.append(f"softmax={v}")
+                continue
             if v != getattr(default, f.name):
                 extra.append(f"{f.name}={'on' if v is True else 'off' if v is False else v}")
         return self.form + (":" + ",".join(extra) if extra else "")
@@ -162,6 +189,11 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
         kwargs["calib_data"] = str(kwargs["calib_data"])
     if "observer" in kwargs:
         kwargs["observer"] = str(kwargs["observer"]).lower()
+    for k in ("method", "softmax"):
+        if k in kwargs:
+            kwargs[k] = str(kwargs[k]).lower()
+    if "elim" in kwargs and not isinstance(kwargs["elim"], (int, float)):
+        raise FormError(f"{where}: elim must be a number in [0, 1), got {kwargs['elim']!r}.")
     try:
         cfg = QuantConfig(w_bits=int(m.group(1)), a_bits=int(m.group(2)), **kwargs)
     except FormError as e:
