@@ -342,6 +342,10 @@ class _Run:
                 from robustart.quant.forms import binarize_zoo_model
 
                 self.model = binarize_zoo_model(self.model, self.entry.quant["method"]).to(self.dev)
+            elif self.entry.form == "bwta":
+                from robustart.quant.bwta import bwta_zoo_model
+
+                self.model = bwta_zoo_model(self.model, self.entry.quant, self.calib, backend=self.backend).to(self.dev)
             elif self.entry.form != "fp":
                 from robustart.quant.forms import quantize_zoo_model
 
@@ -399,6 +403,14 @@ def _check_backend(entry: ModelEntry, backend: str) -> bool:
         if backend != "fake":
             raise RobustartError(f"--backend {backend}: binary forms run as their own modules (--backend fake).")
         return False
+    if entry.form == "bwta":
+        from robustart.quant.bwta import FAMILIES
+
+        if entry.family not in FAMILIES:
+            raise RobustartError(f"model {entry.spec!r}: bwta forms are for transformer and mixer models; "
+                                 f"{entry.name!r} is a {entry.family}. Use a binary form (e.g. @binary-irnet) for CNNs.")
+        if backend not in ("fake", "triton"):
+            raise RobustartError(f"--backend {backend}: bwta forms run on fake (simulation) or triton (the BWTA kernel).")
     why = B.unavailable(backend)
     if why:
         raise RobustartError(f"--backend {backend} cannot run here: {why}.")

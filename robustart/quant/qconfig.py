@@ -4,6 +4,8 @@
                                      activations (per tensor, asymmetric), min-max calibration
   NAME@w4a4:observer=mse,recon=on    MSE calibration, then BRECQ/AdaRound block reconstruction
   NAME@binary-irnet                  a binarized form (method irnet; see robustart.quant.binary)
+  NAME@w4a4:method=apq               APQ-ViT calibration (robustart.quant.apq)
+  NAME@bwta                          binary weights, ternary activations (robustart.quant.bwta)
 
 Every setting that can change a result is in `QuantConfig.to_dict()`, which goes into the job key.
 """
@@ -169,11 +171,15 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
             raise FormError(f"{where}: unknown binarization method {method!r}.{_closest(method, methods)} "
                             f"Methods: {', '.join('binary-' + m for m in methods)}.")
         return "binary", {"method": method}
+    if head == "bwta":  # binary weights, ternary activations (robustart.quant.bwta)
+        from robustart.quant.bwta import parse as parse_bwta
+
+        return "bwta", {"quant": parse_bwta(kwargs, where)}
     m = _FORM.match(head)
     if not m:
         raise FormError(f"{where}: unknown form {head!r}.{_closest(head, NAMED_FORMS + ('binary',))} "
                         f"Forms: {', '.join(NAMED_FORMS)} (any wNaM with 2 <= N, M <= 8), "
-                        f"binary-<method> ({', '.join(_binary_methods())}).")
+                        f"binary-<method> ({', '.join(_binary_methods())}), bwta (transformers and mixers).")
     unknown = sorted(set(kwargs) - set(PARAMS))
     if unknown:
         hints = [f"{u!r}" + _closest(u, PARAMS).replace(" Did you mean", " (did you mean").replace("?", "?)")

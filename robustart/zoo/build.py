@@ -101,6 +101,11 @@ def load_model(
         from robustart.quant.forms import binarize_zoo_model
 
         model = binarize_zoo_model(model, entry.quant["method"]).to(device)
+    elif entry.form == "bwta":
+        from robustart.quant.bwta import bwta_zoo_model
+        from robustart.quant.forms import calibration_set
+
+        model = bwta_zoo_model(model, entry.quant, calibration_set(entry.quant), backend=backend).to(device)
     elif entry.form != "fp":
         from robustart.quant.forms import calibration_set, quantize_zoo_model
 
