@@ -23,15 +23,15 @@ def _fail(e: Exception) -> None:
 def calib_gen(
     model: Annotated[str, typer.Argument(help="Zoo model name (its float form; needs BatchNorm for dsg / zeroq).")],
     method: Annotated[str, typer.Option("--method", help="dsg | zeroq | noise.")] = "dsg",
-    n: Annotated[int, typer.Option("--n", help="Number of images (a form's calib=N).")] = 32,
+    n: Annotated[int, typer.Option("--n", help="Number of images (a form's calib=N).")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed (a form's seed=).")] = 0,
-    iters: Annotated[Optional[int], typer.Option("--iters", help="Optimizer steps per batch (default: the forms' setting).")] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", help="Optimizer steps per batch (a form's gen_iters=; default 200).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Grid PNG of the images (default: beside the cache file).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Generate (or reuse) the calibration images that `NAME@wNaM:calib_data=METHOD,calib=N,seed=S` uses,
-    and write a grid PNG of them."""
+    """Generate (or reuse) the calibration images that `NAME@wNaM:calib_data=METHOD,calib=N,seed=S[,gen_iters=I]`
+    uses, and write a grid PNG of them."""
     import torch
 
     from robustart.errors import RobustartError

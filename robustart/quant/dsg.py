@@ -60,9 +60,9 @@ class GenConfig:
     """How calibration images are generated; every field is in the cache and job keys."""
 
     method: str
-    n: int = 32
+    n: int = 64
     seed: int = 0
-    iters: int = 100  # CHOICE (CPU budget): ZeroQ and DSG use 500
+    iters: int = 200  # CHOICE (CPU budget; the form setting gen_iters changes it): ZeroQ and DSG use 500
     lr: float = 0.1  # Adam step on [0, 1] pixels, cosine-decayed to 0
     batch: int = 16  # images optimized together (ZeroQ's batch statistics are over these)
     slack: float = SLACK_PCT

@@ -49,6 +49,7 @@ PARAMS = {
     "softmax": "attention-probability quantizer: uniform (fixed [0, 1] grid) | mpq (Matthew-effect preserving; "
                "the default with method=apq)",
     "elim": "method=apq: share of the smallest block-output errors left out of the metric (default 0.5)",
+    "gen_iters": "calib_data=dsg|zeroq: optimizer steps per batch of generated images (default 200)",
 }
 
 
@@ -69,8 +70,11 @@ class QuantConfig:
     method: str = "plain"
     softmax: str | None = None  # None: mpq with method=apq, else uniform
     elim: float = 0.5
+    gen_iters: int | None = None  # None: robustart.quant.dsg's default
 
     def __post_init__(self) -> None:
+        if self.gen_iters is not None and self.gen_iters < 1:
+            raise FormError(f"gen_iters must be >= 1, got {self.gen_iters}.")
         if self.method not in METHODS:
             raise FormError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}.")
         if self.softmax is None:
@@ -120,6 +124,8 @@ class QuantConfig:
             d.pop("elim")  # only BBC reads it
         if self.softmax == "uniform":
             d.pop("softmax")
+        if self.gen_iters is None:
+            d.pop("gen_iters")
         return d
 
     def spec(self) -> str:
@@ -188,7 +194,7 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
     for k in ("recon", "attn"):
         if k in kwargs and not isinstance(kwargs[k], bool):
             raise FormError(f"{where}: {k} must be on or off, got {kwargs[k]!r}.")
-    for k in ("calib", "seed", "iters", "first_last"):
+    for k in ("calib", "seed", "iters", "first_last", "gen_iters"):
         if k in kwargs and not isinstance(kwargs[k], int):
             raise FormError(f"{where}: {k} must be an integer, got {kwargs[k]!r}.")
     if "calib_data" in kwargs:
