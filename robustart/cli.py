@@ -284,6 +284,10 @@ def zoo_info(
         from robustart.quant.qconfig import NAMED_FORMS, _binary_methods
 
         forms = [f"{e.name}@{f}" for f in NAMED_FORMS] + [f"{e.name}@binary-{m}" for m in _binary_methods()[:1]]
+        if e.family in ("transformer", "mixer"):  # APQ-ViT calibration and BWTA (robustart.quant.apq / bwta)
+            forms += [f"{e.name}@w4a4:method=apq", f"{e.name}@bwta"]
+        if e.family == "cnn":  # data-free calibration from BatchNorm statistics (robustart.quant.dsg)
+            forms += [f"{e.name}@w4a4:calib_data=dsg"]
         t.add_row("forms", ", ".join(forms) + " ... (any wNaM; settings after ':', e.g. "
                   f"{e.name}@w4a4:observer=mse,recon=on; see README)")
     else:

@@ -31,9 +31,9 @@ Specified properties (tests/test_apq.py): q sums to 1 per row, p_i >= p_j implie
 (monotone), q = c / sum(c) with integer c in [0, 2^b - 1] and max(c) >= 1 per row. On integer
 backends the row factor 1 / sum(c) is a per-row output scale of the probabilities x v product.
 
-CHOICES (no number found in what we could read of the paper): ELIM = 0.5, GRID of 15 clip
-fractions in [0.3, 1], one pass over the block's quantizers, `g` from the pseudo-label
-cross-entropy. With every quantizer off (mode "fp"), a model quantized this way computes exactly
+CHOICES (no number found in what we could read of the paper): ELIM = 0.5, GRID of 8 clip
+fractions in [0.3, 1], one pass over the block's quantizers, the search on the first
+SEARCH_IMAGES calibration images, `g` from the pseudo-label cross-entropy. With every quantizer off (mode "fp"), a model quantized this way computes exactly
 the original network: MPQ attention then calls timm's own attention module.
 """
 
@@ -46,7 +46,8 @@ from robustart.quant import fake as Q
 from robustart.quant import observers as O
 
 ELIM = 0.5  # CHOICE: share of the smallest block-output errors left out of the metric
-GRID = torch.linspace(0.3, 1.0, 15)  # CHOICE: clip fractions tried per quantizer
+GRID = torch.linspace(0.3, 1.0, 8)  # CHOICE: clip fractions tried per quantizer
+SEARCH_IMAGES = 32  # CHOICE (CPU budget): calibration images the search evaluates (ranges see all)
 BATCH = 32
 
 
@@ -284,6 +285,7 @@ def calibrate_blocks(model: nn.Module, images: torch.Tensor, cfg=None, progress=
     returns per unit the metric before and after."""
     elim = float(getattr(cfg, "elim", ELIM)) if cfg is not None else ELIM
     model.eval()
+    images = images[:SEARCH_IMAGES]
     us = units(model)
     grads = output_grads(model, us, images)
     task = progress.add_task("blockwise calibration", total=len(us)) if progress is not None else None
