@@ -160,6 +160,7 @@ def main() -> None:
     ap.add_argument("--train-limit", type=int, default=20000)
     ap.add_argument("--fp-epochs", type=int, default=2)
     ap.add_argument("--epochs", type=int, default=1, help="distillation epochs of the BNN and BWTA students")
+    ap.add_argument("--distill-steps", type=int, default=None, help="instead: this many distillation steps")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--test", type=int, default=2000)
@@ -205,6 +206,9 @@ def main() -> None:
             row(f"{name}|w4a4 apq uniform-softmax", lambda: (ptq(fp, "w4a4:method=apq,softmax=uniform", calib_x),
                                                              {"how": "APQ-ViT blockwise calibration only"}))
         data = batches(xtr, ytr, args, args.epochs)
+        if args.distill_steps:
+            data = data[: args.distill_steps]
+        how = f"{len(data)} steps of {args.batch_size}"
 
         def bnn():
             torch.manual_seed(args.seed)
@@ -213,7 +217,7 @@ def main() -> None:
             t0 = time.perf_counter()
             train_binary(s, fp, data, steps=len(data), lr=args.lr, seed=args.seed, progress=False,
                          checkpoint=args.out / f"{name}.bnn.pt")
-            return s.eval(), {"how": f"BNN, distilled {args.epochs} epoch(s)", "train_seconds": time.perf_counter() - t0}
+            return s.eval(), {"how": f"BNN, distilled {how}", "train_seconds": time.perf_counter() - t0}
 
         def bwta():
             torch.manual_seed(args.seed)
@@ -223,7 +227,7 @@ def main() -> None:
             t0 = time.perf_counter()
             train_bwta(s, fp, data, steps=len(data), lr=args.lr, seed=args.seed, progress=False,
                        checkpoint=args.out / f"{name}.bwta.pt")
-            return s.eval(), {"how": f"BWTA, multi-stage distilled {args.epochs} epoch(s)",
+            return s.eval(), {"how": f"BWTA, multi-stage distilled {how}",
                               "train_seconds": time.perf_counter() - t0}
 
         for p in fp.parameters():
@@ -250,7 +254,9 @@ def write_table(args, rows, elapsed):
         f"- versions: robustart {robustart.__version__}, torch {v.get('torch')}, timm {v.get('timm')}",
         f"- command: `OMP_NUM_THREADS={torch.get_num_threads()} nice -n 10 python "
         f"benchmarks/transformer_lowbit_fashion_mnist.py --train-limit {args.train_limit} --fp-epochs {args.fp_epochs} "
-        f"--epochs {args.epochs} --test {args.test} --robust {args.robust} --seed {args.seed}`",
+        f"--epochs {args.epochs}" + (f" --distill-steps {args.distill_steps}" if args.distill_steps else "")
+        + f" --test {args.test} --robust {args.robust} --seed {args.seed}" + (f" --models {args.models}" if
+                                                                              args.models != "fmnist-vit,fmnist-mixer" else "") + "`",
         "- networks (timm classes): ViT (patch 4, 49 tokens, dim 64, depth 4, 4 heads, MLP ratio 2) and MLP-Mixer "
         "(`small_mixer`: patch 4, dim 64, 4 blocks), 1x28x28 input; trained from scratch on the first "
         f"{args.train_limit} training images, AdamW lr {args.lr}, cosine, weight decay 0.05, batch {args.batch_size}, "
@@ -260,7 +266,7 @@ def write_table(args, rows, elapsed):
         "blockwise calibration + MPQ softmax); *apq uniform-softmax*: the blockwise calibration alone.",
         "- BNN: `binarize_model(net, 'bnn')` (sign weights and inputs of every linear layer but the classifier, "
         "GELU -> Hardtanh), BWTA: `bwta_model` (binary weights, ternary inputs and attention operands, bool "
-        f"probabilities), both distilled from the float network for {args.epochs} epoch(s) (Adam lr {args.lr} "
+        f"probabilities), both distilled from the float network (steps in the table; Adam lr {args.lr} "
         "decayed linearly, KL to the teacher); BWTA through 17 -> 15 -> ... -> 3 activation levels.",
         f"- clean: top-1 on the first {args.test} test images; PGD `{PGD}` and Gaussian noise (std {NOISE_STD}, "
         f"ImageNet-C severity 3) on the first {args.robust}. One seed; differences of a point or two are not "
@@ -275,9 +281,13 @@ def write_table(args, rows, elapsed):
                      f"{r['clean_robust_subset']:.1f} | {r.get('train_seconds', 0):.0f} |")
     planned = [f"{n}|{f}" for n in ARCHS for f in ("fp", "w4a4", "w4a4 apq") +
                (("w4a4 apq uniform-softmax",) if ARCHS[n][1] == "transformer" else ()) + ("bnn", "bwta")]
-    missing = [k for k in planned if k not in rows]
+    missing = [k for k in planned if k not in rows and k.split("|")[0] in args.models.split(",")]
+    skipped = sorted({k.split("|")[0] for k in planned} - set(args.models.split(",")))
     if missing:
         lines += ["", "Not run yet (CPU time on a shared 2-core machine): " + ", ".join(missing) + "."]
+    if skipped:
+        lines += ["", "Not run in this pass (CPU time on a shared 2-core machine): " + ", ".join(skipped)
+                  + " (every row of it); `--models` selects them."]
     args.table.write_text("\n".join(lines) + "\n")
 
 
