@@ -155,3 +155,31 @@ def test_robustart_eval_reaches_the_three_forms(fashion_mnist, _isolated_home, t
     assert r.exit_code == 2 and "error:" in r.output and "transformer and mixer" in r.output
     r = runner.invoke(app, ["eval", "--model", "tiny-vit@w8a8:calib_data=dsg,calib=2", *common])
     assert r.exit_code == 2 and "BatchNorm" in r.output
+
+
+def test_calib_gen_command(_isolated_home, tmp_path):
+    cnn = tiny_cnn()
+    _register(_isolated_home, "tiny-bn", dict(arch="small_resnet", family="cnn",
+                                              arch_kwargs={"width": 4, "in_chans": 1}), cnn.net)
+    runner = CliRunner()
+    png = tmp_path / "grid.png"
+    r = runner.invoke(app, ["quant", "calib-gen", "tiny-bn", "--method", "zeroq", "--n", "3", "--iters", "2",
+                            "--out", str(png), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert png.stat().st_size > 0 and res["settings"]["iters"] == 2 and res["n"] == 3
+    # the same settings as the form tiny-bn@w8a8:calib_data=zeroq,calib=3,gen_iters=2 use: one cache file
+    from robustart.quant.forms import calibration_set
+    from robustart.zoo.registry import get_entry
+
+    cal = calibration_set(get_entry("tiny-bn@w8a8:calib_data=zeroq,calib=3,gen_iters=2").quant)
+    assert dsg.cache_path(get_entry("tiny-bn"), cnn.weights_sha256 or _sha(_isolated_home), cal.cfg).name \
+        == res["cache"].rsplit("/", 1)[-1]
+    r = runner.invoke(app, ["quant", "calib-gen", "tiny-bn", "--method", "dsgg"])
+    assert r.exit_code == 2 and "error:" in r.output and "dsg" in r.output
+
+
+def _sha(home):
+    from robustart.zoo import weights as W
+
+    return W.file_sha256(home / "tiny-bn" / "model.safetensors")
