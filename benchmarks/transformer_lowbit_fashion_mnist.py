@@ -167,6 +167,8 @@ def main() -> None:
     ap.add_argument("--robust", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", default="fmnist-vit,fmnist-mixer")
+    ap.add_argument("--only", default=None, help="run only these rows (fp,w4a4,apq,apq-uniform,bnn,bwta); "
+                    "several processes with different --only share --out (each writes its own rows file)")
     ap.add_argument("--out", type=Path, default=Path("runs/fmnist-lowbit"))
     ap.add_argument("--table", type=Path, default=Path(__file__).parent / "results" / "transformer_lowbit_fashion_mnist.md")
     args = ap.parse_args()
@@ -179,20 +181,29 @@ def main() -> None:
     xtr, ytr, _ = load_split("fashion-mnist", "train", args.train_limit)
     xte, yte, _ = load_split("fashion-mnist", "test")
     args.out.mkdir(parents=True, exist_ok=True)
-    rows_path = args.out / "rows.json"
-    rows = json.loads(rows_path.read_text()) if rows_path.is_file() else {}
+    rows_path = args.out / (f"rows-{args.only.replace(',', '-')}.json" if args.only else "rows.json")
+    rows = {}
+    for f in sorted(args.out.glob("rows*.json")):  # every process's finished rows
+        rows.update(json.loads(f.read_text()))
+    only = set(args.only.split(",")) if args.only else None
+    tags = {"fp": "fp", "w4a4": "w4a4", "w4a4 apq": "apq", "w4a4 apq uniform-softmax": "apq-uniform",
+            "bnn": "bnn", "bwta": "bwta"}
     t_start = time.perf_counter()
     calib_x = xtr[torch.randperm(len(xtr), generator=torch.Generator().manual_seed(args.seed))[:64]].float() / 255
 
     def row(key, build):
-        if key in rows:
+        if key in rows or (only is not None and tags[key.split("|")[1]] not in only):
             return
         t0 = time.perf_counter()
         model, extra = build()
         r = evaluate_all(model, xte, yte, args)
         r.update(extra, build_seconds=time.perf_counter() - t0 - r["eval_seconds"])
         rows[key] = r
-        rows_path.write_text(json.dumps(rows, indent=1))
+        mine = json.loads(rows_path.read_text()) if rows_path.is_file() else {}
+        mine[key] = r
+        rows_path.write_text(json.dumps(mine, indent=1))
+        for f in sorted(args.out.glob("rows*.json")):  # rows the other processes finished meanwhile
+            rows.update({k: v for k, v in json.loads(f.read_text()).items() if k not in rows})
         print(key, {k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}, flush=True)
         write_table(args, rows, time.perf_counter() - t_start)
 
@@ -236,6 +247,7 @@ def main() -> None:
         for p in fp.parameters():
             p.requires_grad_(True)
         row(f"{name}|bwta", bwta)
+    write_table(args, rows, time.perf_counter() - t_start)
     print(f"wrote {args.table}")
 
 
