@@ -124,6 +124,7 @@ def test_stage_schedule_and_magnitude_alignment():
     plain = [q.quantize(seen[id(q)], q.scale.detach() * 4 / 3, 3).abs().sum() for q in qs]
     factors = BW.set_levels(m, 3, xb)
     assert all(int(q.k) == 3 for q in qs) and any(f != 1.0 for f in factors)
+    assert all(float(q.gain) == pytest.approx(f) for q, f in zip(qs, factors))
     after = [q.quantize(seen[id(q)]).abs().sum() for q in qs]
     gap_aligned = sum(abs(float((a - b).detach())) for a, b in zip(after, before))
     gap_plain = sum(abs(float((a - b).detach())) for a, b in zip(plain, before))

@@ -18,10 +18,12 @@ Smooth Multi-Stage Quantization (training, `robustart.quant.train.train_bwta`):
   - levelwise degradation: training goes through stages whose activation grid shrinks one level
     pair at a time, k = K0, K0 - 1, ..., 1 (17, 15, ..., 3 signed levels for K0 = 8), rather than by
     halving the bit width;
-  - magnitude-alignment projection factor: at each stage switch every quantizer's scale becomes
-    s' = s * k_prev / k (the same clipping range), then is multiplied by
-    p = sum |Q_prev(x)| / sum |Q_new(x)| measured on the current batch, so the activation
-    magnitudes the next layers see do not jump.
+  - magnitude-alignment projection factor: at each stage switch every quantizer's scale is
+    searched again (MSE) on the current batch for the new grid, and its quantized values are
+    multiplied by a projection factor p = sum |Q_prev(x)| / sum |Q_new(x)| on that batch (on top
+    of the previous factor), so the activation magnitudes the next layers see do not jump. The
+    factor multiplies the values, not the grid: the zero threshold stays where the new scale puts
+    it (our reading; scaling the grid itself widens the dead zone at every switch).
   CHOICES (not in what we could read of the paper): K0 = 8, stages of equal length except the
   last (ternary) one, which gets STAGE_LAST_SHARE of the steps; initial scales by an MSE search on
   calibration images.
@@ -66,6 +68,8 @@ class TernaryAct(nn.Module):
         self.unsigned = bool(unsigned)
         self.register_buffer("k", torch.tensor(int(k)))
         self.scale = nn.Parameter(torch.tensor(1.0))
+        # magnitude-alignment projection factor: multiplies the quantized values, not the grid
+        self.register_buffer("gain", torch.tensor(1.0))
         self.mode = "fp"
         self.sample: torch.Tensor | None = None
 
@@ -77,12 +81,18 @@ class TernaryAct(nn.Module):
         """Integer codes (float tensor), no gradient."""
         return torch.clamp(torch.round(x.detach() / self.scale.detach()), self.lo, int(self.k))
 
-    def quantize(self, x: torch.Tensor, scale: torch.Tensor | None = None, k: int | None = None) -> torch.Tensor:
+    def quantize(self, x: torch.Tensor, scale: torch.Tensor | None = None, k: int | None = None,
+                 gain: torch.Tensor | None = None) -> torch.Tensor:
         s = self.scale if scale is None else scale
         k = int(self.k) if k is None else k
+        g = self.gain if gain is None else gain
         lo = 0 if self.unsigned else -k
         u = torch.clamp(x / s, lo, k)
-        return _ste_round(u) * s
+        return _ste_round(u) * s * g
+
+    def out_scale(self) -> torch.Tensor:
+        """The real value of code 1: scale x projection factor."""
+        return (self.scale.detach() * self.gain).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "quant":
@@ -104,12 +114,14 @@ class TernaryAct(nn.Module):
         k = int(self.k)
         top = (v.clamp_min(0) if self.unsigned else v.abs()).max().clamp_min(1e-8)
         best, best_s = None, top / k
+        one = torch.ones(())
         for a in MSE_GRID.tolist():
             s = top * a / k
-            err = (self.quantize(v, s, k) - v).pow(2).mean()
+            err = (self.quantize(v, s, k, one) - v).pow(2).mean()
             if best is None or err < best:
                 best, best_s = err, s
         self.scale.copy_(best_s)
+        self.gain.fill_(1.0)
         self.sample = None
 
     def extra_repr(self) -> str:
@@ -167,7 +179,7 @@ class BWTALinear(nn.Linear):
         flat = x.reshape(-1, self.in_features)
         am, asg = KB.pack_ternary(self.act.codes(flat))
         wb = KB.pack_bits(torch.where(self.weight >= 0, 1.0, -1.0))
-        y = KB.bwta_gemm(am, asg, wb, self.in_features, self.act.scale.detach().float(), self.alpha().float(),
+        y = KB.bwta_gemm(am, asg, wb, self.in_features, self.act.out_scale(), self.alpha().float(),
                          None if self.bias is None else self.bias.detach().float(), backend=backend)
         return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
@@ -188,8 +200,8 @@ def _ternary_matmul(qa: TernaryAct, a: torch.Tensor, qb: TernaryAct, b: torch.Te
     am, asg = KB.pack_ternary(ca)
     bm, bs = KB.pack_ternary(cb)
     kw = am.shape[1]
-    y = KB.bwta_gemm(am.view(g, m, kw), asg.view(g, m, kw), bs.view(g, n, kw), kk, qa.scale.detach().float(),
-                     qb.scale.detach().float().expand(g * n).contiguous(), b_mask=bm.view(g, n, kw), backend=backend)
+    y = KB.bwta_gemm(am.view(g, m, kw), asg.view(g, m, kw), bs.view(g, n, kw), kk, qa.out_scale(),
+                     qb.out_scale().expand(g * n).contiguous(), b_mask=bm.view(g, n, kw), backend=backend)
     return y.reshape(*lead, m, n).to(a.dtype)
 
 
@@ -338,8 +350,11 @@ def calibrate(model: nn.Module, images: torch.Tensor, batch_size: int = 16, k: i
 
 @torch.no_grad()
 def set_levels(model: nn.Module, k: int, batch: torch.Tensor | None = None) -> list[float]:
-    """Move every quantizer to k (levels 2k + 1, or k + 1 unsigned) with the magnitude-alignment
-    projection factor measured on `batch` (see the module doc); returns the factors."""
+    """Move every quantizer to k (levels 2k + 1, or k + 1 unsigned). With `batch`: each quantizer's
+    scale is searched again (MSE) on its inputs for the new grid, and its magnitude-alignment
+    projection factor becomes gain * sum |Q_prev(x)| / sum |Q_new(x)|, so the values the next
+    layers see keep their magnitude across the switch (see the module doc). Without a batch the
+    clipping range is kept (s * k_prev / k). Returns the factors."""
     qs = quantizers(model)
     inputs: dict = {}
     if batch is not None:
@@ -359,16 +374,19 @@ def set_levels(model: nn.Module, k: int, batch: torch.Tensor | None = None) -> l
         if k_prev == k:
             factors.append(1.0)
             continue
-        s_new = q.scale.detach() * k_prev / k
-        p = 1.0
         x = inputs.get(id(q))
-        if x is not None:
-            num = q.quantize(x, q.scale.detach(), k_prev).abs().sum()
-            den = q.quantize(x, s_new, k).abs().sum()
-            if den > 0 and num > 0:
-                p = float(num / den)
-        q.scale.copy_(s_new * p)
+        if x is None:
+            q.scale.mul_(k_prev / k)
+            q.k.fill_(k)
+            factors.append(1.0)
+            continue
+        prev = q.quantize(x).abs().sum()
+        gain = q.gain.clone()
         q.k.fill_(k)
+        q.init_scale(x)  # resets the gain to 1
+        new = q.quantize(x, gain=gain).abs().sum()
+        p = float(prev / new) if new > 0 and prev > 0 else 1.0
+        q.gain.copy_(gain * p)
         factors.append(p)
     return factors
 
