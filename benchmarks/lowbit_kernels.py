@@ -5,7 +5,7 @@
     python benchmarks/lowbit_kernels.py --dry-run    # no GPU: this whole benchmark on the CPU at tiny
                                                      # sizes (interpreter, wall-clock times): checks
                                                      # that it runs and writes its files; measures nothing
-    python benchmarks/lowbit_kernels.py --compile 90 # no GPU needed: compile every autotune config
+    python benchmarks/lowbit_kernels.py --compile 90 [--only bwta]  # no GPU needed: compile every autotune config
                                                      # for sm_90 and print registers, spills, shared
                                                      # memory and the instructions that matter
 
@@ -15,7 +15,7 @@ Two regimes, all operands on the GPU, weights b as [N, K] (one row per output ch
                   traffic, so int8 / int4 / binary weights move 2x / 4x / 16x fewer bytes than fp16
 
 Variants: torch fp16 (a @ b.T, cuBLAS), torch._int_mm (cuBLASLt int8 -> int32; needs M > 16),
-ours int8 -> int32, ours int8 / int4 / binary with the fused dequantisation epilogue (per-channel
+ours int8 -> int32, ours int8 / int4 / binary / bwta with the fused dequantisation epilogue (per-channel
 weight scale x per-tensor activation scale + bias, fp16 out), which is what a layer runs.
 Before timing, every kernel's int32 result is checked bit for bit (against torch._int_mm or the
 exact float64 reference). Times are medians of triton.testing.do_bench, which flushes the L2
@@ -23,7 +23,10 @@ cache before each call (an 8192^2 int4 or binary weight would otherwise stay in 
 
 Throughput is in T(FL)OPS = 2*M*N*K / time (a binary MAC counts as 2 ops, like a fp16 FMA).
 The goals (issue #6, H100) are marked PASS/FAIL:
-  int8 (fused) >= 1.6x fp16 at 4096^3; int4 >= 3x and binary >= 8x fp16 for every batch <= 16.
+  int8 (fused) >= 1.6x fp16 at 4096^3; int4 >= 3x and binary >= 8x fp16 for every batch <= 16;
+  BWTA (ternary activations, 2 bits packed, x binary weights; robustart.kernels.bwta) >= 8x fp16
+  for every batch <= 16 (its weights move as few bytes as binary's) and, compute-bound at 8192^3,
+  >= 40% of its popcount ceiling (two popcounts per 32-bit word: half the binary one).
 Writes lowbit_kernels_<device>.md and .json to --out.
 """
 
@@ -54,7 +57,8 @@ CEILINGS = {
 }
 POPC_PER_CLK_PER_SM = 16
 
-GOALS = {"int8_4096": 1.6, "int4_membound": 3.0, "binary_membound": 8.0}
+GOALS = {"int8_4096": 1.6, "int4_membound": 3.0, "binary_membound": 8.0, "bwta_membound": 8.0,
+         "bwta_popc_share": 0.4}
 
 
 def ceilings_for(name: str) -> dict | None:
@@ -97,8 +101,12 @@ def operands(m, n, k, gen):
     a8 = torch.randint(-128, 128, (m, k), dtype=torch.int8, device=dev, generator=gen)
     b8 = torch.randint(-128, 128, (n, k), dtype=torch.int8, device=dev, generator=gen)
     w4 = torch.randint(-8, 8, (n, k), dtype=torch.int8, device=dev, generator=gen)
+    from robustart.kernels import bwta as KB
+
+    at = torch.div(a8.to(torch.int16), 43, rounding_mode="trunc").clamp(-1, 1)  # ternary, about 1/3 zeros
+    am, asg = KB.pack_ternary(at)
     return dict(
-        a8=a8, b8=b8, w4=w4, p4=K.pack_int4(w4),
+        a8=a8, b8=b8, w4=w4, p4=K.pack_int4(w4), am=am, asg=asg,
         abits=K.pack_bits(a8), bbits=K.pack_bits(b8),
         a16=(a8.to(torch.float16) / 128), b16=(b8.to(torch.float16) / 128),
         b_scale=torch.rand(n, device=dev, generator=gen) / 100, bias=torch.randn(n, device=dev, generator=gen),
@@ -117,11 +125,16 @@ def check_exact(o, m, n, k) -> str:
     assert torch.equal(ours, R.int8_gemm_i32(o["a8"], o["w4"])), f"int4 {m}x{n}x{k} differs"
     ours = K.binary_gemm_i32(o["abits"], o["bbits"], k, backend="triton")
     assert torch.equal(ours, R.binary_gemm_i32(o["abits"], o["bbits"], k)), f"binary {m}x{n}x{k} differs"
+    from robustart.kernels import bwta as KB
+
+    ours = KB.bwta_gemm_i32(o["am"], o["asg"], o["bbits"], k, backend="triton")
+    assert torch.equal(ours, KB.bwta_gemm_i32(o["am"], o["asg"], o["bbits"], k, backend="torch")), f"bwta {m}x{n}x{k} differs"
     return "ok"
 
 
 def run_case(m, n, k, gen, verify: bool) -> dict:
     from robustart import kernels as K
+    from robustart.kernels import bwta as KB
 
     o = operands(m, n, k, gen)
     exact = check_exact(o, m, n, k) if verify else "not checked"
@@ -133,6 +146,8 @@ def run_case(m, n, k, gen, verify: bool) -> dict:
         "ours int8": lambda: K.int8_gemm(o["a8"], o["b8"], 0.01, o["b_scale"], o["bias"], backend="triton", out_dtype=f16),
         "ours int4": lambda: K.int4_gemm(o["a8"], o["p4"], k, 0.01, o["b_scale"], o["bias"], backend="triton", out_dtype=f16),
         "ours binary": lambda: K.binary_gemm(o["abits"], o["bbits"], k, 0.01, o["b_scale"], o["bias"], backend="triton", out_dtype=f16),
+        "ours bwta": lambda: KB.bwta_gemm(o["am"], o["asg"], o["bbits"], k, 0.01, o["b_scale"], o["bias"], backend="triton",
+                                          out_dtype=f16),
     }
     row = {"M": m, "N": n, "K": k, "exact": exact, "ms": {}, "tops": {}, "vs_fp16": {}}
     for name, fn in variants.items():
@@ -160,6 +175,7 @@ def membound_ceilings(m, n, k, c) -> dict:
         "int8": max(n * k / hbm, 2 * m * n * k / (c["int8"] * 1e12)),
         "int4": max(n * k / 2 / hbm, 2 * m * n * k / (c["int8"] * 1e12)),
         "binary": max(n * k / 8 / hbm, 2 * m * n * k / (c["binary_popc"] * 1e12)),
+        "bwta": max(n * k / 8 / hbm, 2 * m * n * k / (c["binary_popc"] / 2 * 1e12)),
     }
     return {key: t["fp16"] / v for key, v in t.items() if key != "fp16"}
 
@@ -179,12 +195,19 @@ def smoke() -> int:
         "binary": torch.equal(K.binary_gemm_i32(K.pack_bits(a), K.pack_bits(b), 45, backend="triton"),
                               R.binary_gemm_i32(K.pack_bits(a), K.pack_bits(b), 45)),
     }
+    from robustart.kernels import bwta as KB
+
+    t = torch.div(a.to(torch.int16), 43, rounding_mode="trunc").clamp(-1, 1)
+    t[:, :32] = 0  # a zero run of a whole word
+    am, asg = KB.pack_ternary(t)
+    ok["bwta"] = torch.equal(KB.bwta_gemm_i32(am, asg, K.pack_bits(b), 45, backend="triton"),
+                             (t.long() @ torch.where(b >= 0, 1, -1).long().T).to(torch.int32))
     for name, good in ok.items():
         print(f"interpreter smoke {name}: {'exact' if good else 'MISMATCH'}")
     return 0 if all(ok.values()) else 1
 
 
-def compile_check(arch: int) -> int:
+def compile_check(arch: int, only: str | None = None) -> int:
     """Compile every autotune configuration ahead of time for ``sm_<arch>`` (no GPU needed) with
     the specialisations a launch on 16-aligned sizes would get, and report what the kernels use."""
     import os
@@ -195,7 +218,7 @@ def compile_check(arch: int) -> int:
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from robustart.kernels import binary, int4, int8
+    from robustart.kernels import binary, bwta, int4, int8
 
     cuobjdump = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     target = GPUTarget("cuda", arch, 32)
@@ -216,6 +239,12 @@ def compile_check(arch: int) -> int:
     bflags = dict(DEQUANT=True, A_SCALE_PER_ROW=False, HAS_BIAS=True, HW_POPC=True)
     for cfg in binary.BINARY_CONFIGS:
         cases.append((binary.binary_gemm_kernel, dict(ptrs, a_ptr="*i32", b_ptr="*i32"), bflags, cfg))
+    tptrs = dict(ptrs, am_ptr="*i32", as_ptr="*i32", bs_ptr="*i32", bm_ptr="*i32")
+    for cfg in bwta.BWTA_CONFIGS:  # binary weights (linear layers) and ternary x ternary (attention)
+        cases.append((bwta.bwta_gemm_kernel, tptrs, dict(bflags, B_TERNARY=False), cfg))
+        cases.append((bwta.bwta_gemm_kernel, tptrs, dict(bflags, B_TERNARY=True), cfg))
+    if only:  # e.g. --only bwta: one kernel family
+        cases = [c for c in cases if c[0].name.strip("_").startswith(only)]
     bad = 0
     for kernel, p, consts, cfg in cases:
         fn = kernel.compiled.fn
@@ -236,7 +265,7 @@ def compile_check(arch: int) -> int:
         uses = [w for w in ("wgmma", "mma.sync", "cp.async", "popc") if w in k.asm["ptx"]]
         spill = stack and int(stack.group(1)) > 0
         bad += bool(spill)
-        flags_s = ",".join(f"{n}={v}" for n, v in consts.items() if n in ("A_UNSIGNED", "ZERO_CORR") and v)
+        flags_s = ",".join(f"{n}={v}" for n, v in consts.items() if n in ("A_UNSIGNED", "ZERO_CORR", "B_TERNARY") and v)
         print(f"{kernel.name:20s} {str(cfg.kwargs):70s} w{cfg.num_warps} s{cfg.num_stages} {flags_s:24s} "
               f"regs {regs and regs.group(1)} stack {stack and stack.group(1)} shared {k.metadata.shared} "
               f"{' '.join(uses)}", flush=True)
@@ -247,7 +276,7 @@ def compile_check(arch: int) -> int:
 def fmt_table(rows, names, c, membound: bool) -> list[str]:
     head = ["M x N x K"] + [f"{n} TOPS (x fp16)" for n in names]
     if membound:
-        head += ["ceiling x fp16 (int8 / int4 / binary)"]
+        head += ["ceiling x fp16 (int8 / int4 / binary / bwta)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [f"{r['M']} x {r['N']} x {r['K']}"]
@@ -255,7 +284,7 @@ def fmt_table(rows, names, c, membound: bool) -> list[str]:
             cells.append(f"{r['tops'][n]:.1f} ({r['vs_fp16'][n]:.2f}x)" if n in r["tops"] else "n/a (M <= 16)")
         if membound:
             cc = r.get("ceiling_vs_fp16", {})
-            cells.append(" / ".join(f"{cc[k]:.1f}x" for k in ("int8", "int4", "binary")) if cc else "n/a")
+            cells.append(" / ".join(f"{cc[k]:.1f}x" for k in ("int8", "int4", "binary", "bwta")) if cc else "n/a")
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -271,13 +300,14 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", type=int, metavar="ARCH", help="compile all configs for sm_ARCH (e.g. 90) and exit")
     ap.add_argument("--dry-run", action="store_true",
                     help="no GPU: the whole benchmark on the CPU at tiny sizes (interpreter); measures nothing")
+    ap.add_argument("--only", help="with --compile: one kernel family (int8, int4, binary, bwta)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = ap.parse_args(argv)
 
     if args.smoke:
         return smoke()
     if args.compile:
-        return compile_check(args.compile)
+        return compile_check(args.compile, args.only)
     dry = args.dry_run and not torch.cuda.is_available()
     if not torch.cuda.is_available() and not dry:
         print("lowbit_kernels: no CUDA device here; speed can only be measured on a GPU.\n"
@@ -298,7 +328,7 @@ def main(argv=None) -> int:
     squares = [4096] if args.quick else [int(v) for v in args.sizes.split(",")]
     batches = [1, 16] if args.quick else [int(v) for v in args.batches.split(",")]
     nk = args.weights
-    names = ["torch fp16", "torch._int_mm", "ours int8->int32", "ours int8", "ours int4", "ours binary"]
+    names = ["torch fp16", "torch._int_mm", "ours int8->int32", "ours int8", "ours int4", "ours binary", "ours bwta"]
 
     hbm_measured = measured_hbm_tbs(device)
     compute, memory = [], []
@@ -311,7 +341,7 @@ def main(argv=None) -> int:
         r["weight_gbs"] = {  # weight bytes moved per second (the memory-bound figure of merit)
             nm: b / (r["ms"][nm] * 1e-3) / 1e9 for nm, b in
             [("torch fp16", 2 * nk**2), ("ours int8", nk**2), ("ours int4", nk**2 / 2),
-             ("ours binary", nk**2 / 8)]
+             ("ours binary", nk**2 / 8), ("ours bwta", nk**2 / 8)]
         }
         memory.append(r)
         print(json.dumps(r), flush=True)
@@ -322,12 +352,16 @@ def main(argv=None) -> int:
     if r4096:
         v = r4096["vs_fp16"]["ours int8"]
         goals.append(("int8 GEMM (fused dequant) >= 1.6x fp16 at 4096^3", f"{v:.2f}x", v >= GOALS["int8_4096"]))
-    for key, label in (("ours int4", "int4"), ("ours binary", "binary")):
+    for key, label in (("ours int4", "int4"), ("ours binary", "binary"), ("ours bwta", "bwta")):
         worst = min(r["vs_fp16"][key] for r in memory)
         goal = GOALS[f"{label}_membound"]
         goals.append((f"{label}-weight >= {goal:g}x fp16 for batch <= 16 ({nk}x{nk} weights), worst batch",
                       f"{worst:.2f}x", worst >= goal))
 
+    r8192 = next((r for r in compute if r["M"] == 8192), None)
+    if r8192 and c:
+        share = r8192["tops"]["ours bwta"] / (c["binary_popc"] / 2)
+        goals.append(("bwta at 8192^3 >= 40% of its popcount ceiling", f"{share:.0%}", share >= GOALS["bwta_popc_share"]))
     date = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     slug = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     vers = versions()

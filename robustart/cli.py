@@ -27,6 +27,8 @@ from robustart.imagenet_s.cli import app as imagenet_s_app
 app.add_typer(imagenet_s_app, name="imagenet-s")
 from robustart.nas.cli import app as nas_app  # noqa: E402
 app.add_typer(nas_app, name="nas")
+from robustart.quant.cli import app as quant_app  # noqa: E402
+app.add_typer(quant_app, name="quant")
 
 out = Console()
 err = Console(stderr=True)
@@ -256,9 +258,9 @@ def zoo_info(
     t.add_row("sha256", str(d["weights"]["sha256"] or "(verified against the hub's LFS hash)" if e.weights.kind == "hf_hub" else d["weights"]["sha256"]))
     t.add_row("available offline", str(d["available_offline"]))
     if e.form == "fp":
-        from robustart.quant.qconfig import NAMED_FORMS, binary_methods
+        from robustart.zoo.registry import form_provider
 
-        forms = [f"{e.name}@{f}" for f in NAMED_FORMS] + [f"{e.name}@binary-{m}" for m in binary_methods()[:1]]
+        forms = form_provider().examples(e)
         t.add_row("forms", ", ".join(forms) + " ... (any wNaM; settings after ':', e.g. "
                   f"{e.name}@w4a4:observer=mse,recon=on; see README)")
     else:

@@ -357,3 +357,24 @@ def test_large_store_reads_in_one_scan_and_stays_fast(store, tmp_path):
     assert len(data.records) == 400 * len(big) and len(tables["adversarial"]) == 400
     assert _close(tables["adversarial"]["robust_top1"].iloc[0], M.top1(big))
     assert took < 30, f"load + tables took {took:.1f} s for 400 jobs"
+
+
+def test_low_bit_methods_are_labelled_and_get_their_own_curves():
+    import pandas as pd
+
+    from robustart.reports.load import bit_width, model_label, quant_method
+    from robustart.reports.tables import bit_curves
+
+    assert quant_method("w4a4", {"calib_data": "dsg"}) == "dsg"
+    assert quant_method("w4a4", {"method": "apq", "calib_data": "zeroq"}) == "apq+zeroq"
+    assert quant_method("w4a4", {"calib_data": "/data/imagenet"}) == ""
+    assert quant_method("binary", {"method": "irnet"}) == "binary-irnet"
+    assert quant_method("bwta", {"form": "bwta"}) == "bwta" and bit_width("bwta", "fp32") == 1.0
+    assert model_label("m", "w4a4", "fp32", "dsg") == "m@w4a4+dsg"
+    assert model_label("m", "w4a4", "fp32", "") == "m@w4a4" and model_label("m", "bwta", "fp32", "bwta") == "m@bwta"
+    pj = pd.DataFrame({
+        "label": ["m", "m@w4a4", "m@w4a4+dsg", "m@bwta"], "arch": ["a"] * 4, "bits": [32.0, 4.0, 4.0, 1.0],
+        "method": ["", "", "dsg", "bwta"], "section": ["clean"] * 4, "top1": [90.0, 50.0, 40.0, 20.0]})
+    curves = bit_curves(pj, pd.DataFrame(columns=["model", "kind", "robust"]))
+    got = {a: dict(zip(g["bits"], g["value"])) for a, g in curves.groupby("arch")}
+    assert got == {"a": {32.0: 90.0, 4.0: 50.0}, "a [dsg]": {32.0: 90.0, 4.0: 40.0}, "a [bwta]": {32.0: 90.0, 1.0: 20.0}}

@@ -12,10 +12,9 @@ libdevice, so there the kernel uses the classic SWAR bit count on uint32, which 
 from __future__ import annotations
 
 import triton.language as tl
-from triton.language.extra import libdevice
 
 from ._launch import Kernel, prune_by_m, tile
-from .tiles import store_tile, tile_position
+from .tiles import popcount, store_tile, tile_position
 
 
 def _binary_gemm_kernel(
@@ -45,16 +44,7 @@ def _binary_gemm_kernel(
         a = tl.load(a_ptrs, mask=offs_w[None, :] < w_left, other=0)  # 0 XOR 0 counts nothing
         b = tl.load(b_ptrs, mask=offs_w[None, :] < w_left, other=0)
         x = a[:, None, :] ^ b[None, :, :]
-        if HW_POPC:
-            pc = libdevice.popc(x)
-        else:
-            v = x.to(tl.uint32, bitcast=True)
-            v = v - ((v >> 1) & 0x55555555)
-            v = (v & 0x33333333) + ((v >> 2) & 0x33333333)
-            v = (v + (v >> 4)) & 0x0F0F0F0F
-            v = v + (v >> 8)
-            v = v + (v >> 16)
-            pc = (v & 0x3F).to(tl.int32)
+        pc = popcount(x, HW_POPC)
         cnt += tl.reduce(pc, 2, tl.standard._sum_combine)
         a_ptrs += BLOCK_KW * stride_ak
         b_ptrs += BLOCK_KW * stride_bk

@@ -1,5 +1,5 @@
-"""What every GEMM kernel shares: the order in which programs take output tiles, and the store
-of a finished tile with the dequantisation epilogue. ``@triton.jit`` helpers, inlined into each
+"""What every GEMM kernel shares: the order in which programs take output tiles, the store
+of a finished tile with the dequantisation epilogue, and (the bit-packed kernels) the popcount. ``@triton.jit`` helpers, inlined into each
 kernel when it compiles; under the interpreter ``_launch.Kernel`` calls their interpreted forms.
 """
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 
 @triton.jit
@@ -46,3 +47,20 @@ def store_tile(acc, c_ptr, a_scale_ptr, b_scale_ptr, bias_ptr, g, M, N, offs_m, 
         tl.store(c_ptrs, out.to(c_ptr.dtype.element_ty), mask=mask)
     else:
         tl.store(c_ptrs, acc, mask=mask)
+
+
+@triton.jit
+def popcount(x, HW_POPC: tl.constexpr):
+    """Set bits of each int32 word: the hardware ``popc`` on CUDA (libdevice); the classic SWAR
+    bit count on uint32, exact too, where there is no libdevice (Triton's interpreter)."""
+    if HW_POPC:
+        c = libdevice.popc(x)
+    else:
+        v = x.to(tl.uint32, bitcast=True)
+        v = v - ((v >> 1) & 0x55555555)
+        v = (v & 0x33333333) + ((v >> 2) & 0x33333333)
+        v = (v + (v >> 4)) & 0x0F0F0F0F
+        v = v + (v >> 8)
+        v = v + (v >> 16)
+        c = (v & 0x3F).to(tl.int32)
+    return c

@@ -55,3 +55,4 @@ def small_resnet(pretrained: bool = False, **kwargs):
     """The plain baseline (network.SmallResNet)."""
     _no_pretrained("small_resnet", pretrained)
     return SmallResNet(**_clean(kwargs))
+

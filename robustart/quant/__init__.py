@@ -9,7 +9,11 @@ integer backends, and model forms (`NAME@w8a8`, `NAME@binary-irnet`).
   backends.py     fake / cpu-int8 / triton execution of a calibrated model
   forms.py        building, calibrating and caching a zoo model's quantized form
   binary.py       binarized layers and binarize_model (BNN, XNOR-Net, IR-Net, DIR-Net, ReActNet)
-  train.py        training recipe for binarized networks
+  train.py        training recipes for binarized networks and BWTA transformers
+  dsg.py          data-free calibration images (DSG, ZeroQ-style, noise): calib_data=dsg|zeroq|noise
+  apq.py          APQ-ViT: blockwise calibration, Matthew-effect preserving softmax quantizer
+  bwta.py         binary weights, ternary activations for transformers and mixers (NAME@bwta)
+  cli.py          `robustart quant` (calib-gen)
 """
 
 from robustart.quant.qconfig import NAMED_FORMS, FormError, QuantConfig, parse_form

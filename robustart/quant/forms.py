@@ -8,7 +8,7 @@ sha256, the quantization config, the calibration images' fingerprint and robusta
 a second job reuses it.
 
 Calibration images: `calib_data=` in the form, else ROBUSTART_CALIB_DATA, else the dataset being
-evaluated; `calib` images (default 64) drawn at random with `seed`. When they come from the
+evaluated; `calib_data=dsg|zeroq|noise` generates them from the model (robustart.quant.dsg); `calib` images (default 64) drawn at random with `seed`. When they come from the
 evaluated dataset they are among the evaluated images: the job's meta records how many
 (`quant.calibration.overlap`); benchmarks/ptq_accuracy.py also reports accuracy without them.
 """
@@ -72,6 +72,12 @@ def calibration_set(qcfg: QuantConfig, eval_source=None) -> CalibSet:
     from robustart.errors import DataError
 
     spec = qcfg.calib_data or os.environ.get(CALIB_ENV) or None
+    from robustart.quant import dsg
+
+    if spec in dsg.METHODS:  # images generated from the model itself (data-free calibration)
+        it = getattr(qcfg, "gen_iters", None)
+        return dsg.GeneratedCalib(dsg.GenConfig(method=spec, n=qcfg.calib, seed=qcfg.seed,
+                                                **({} if it is None else {"iters": it})))
     if spec is None:
         if eval_source is None:
             raise DataError("a quantized form needs calibration images: give calib_data= in the form, set "
@@ -114,6 +120,10 @@ def quantize_zoo_model(model, qcfg: QuantConfig, calib: CalibSet, *, use_cache: 
     entry = model.entry
     dev = next(model.parameters()).device
     Q.quantize_modules(model.net, qcfg)
+    if getattr(qcfg, "softmax", "uniform") == "mpq":  # APQ-ViT's softmax quantizer
+        from robustart.quant.apq import use_mpq
+
+        use_mpq(model.net)
     model.to(dev)
     key = cache_key(entry, model.weights_sha256, qcfg, calib)
     path = cache_dir() / f"{entry.name}-{qcfg.form}-{key}.pt"
@@ -127,7 +137,8 @@ def quantize_zoo_model(model, qcfg: QuantConfig, calib: CalibSet, *, use_cache: 
         except Exception:  # a stale or damaged file: calibrate again and overwrite it
             path.unlink(missing_ok=True)
     if not reused:
-        images = calib.load(entry).to(dev)
+        # generated calibration sets run the float model (its quantizers are still off here)
+        images = (calib.load(entry, model=model) if hasattr(calib, "cfg") else calib.load(entry)).to(dev)
         if progress:
             from rich.console import Console
             from rich.progress import Progress
@@ -173,7 +184,19 @@ class QuantForms:
         import re
 
         head = str(text).partition(":")[0].strip().lower()
-        return bool(re.fullmatch(r"w\d+a\d+", head)) or head.startswith("binary")
+        return bool(re.fullmatch(r"w\d+a\d+", head)) or head.startswith("binary") or head == "bwta"
+
+    def examples(self, entry) -> list[str]:
+        """Form specs `robustart zoo info` suggests for an fp entry."""
+        from robustart.quant.bwta import FAMILIES as BWTA_FAMILIES
+        from robustart.quant.qconfig import NAMED_FORMS, binary_methods
+
+        forms = [f"{entry.name}@{f}" for f in NAMED_FORMS] + [f"{entry.name}@binary-{m}" for m in binary_methods()[:1]]
+        if entry.family in BWTA_FAMILIES:  # APQ-ViT calibration and BWTA (robustart.quant.apq / bwta)
+            forms += [f"{entry.name}@w4a4:method=apq", f"{entry.name}@bwta"]
+        elif entry.family == "cnn":  # data-free calibration from BatchNorm statistics (robustart.quant.dsg)
+            forms += [f"{entry.name}@w4a4:calib_data=dsg"]
+        return forms
 
     def parse(self, text: str, model: str = ""):
         """(form, settings): a QuantConfig, or {"method": ...} for a binary form."""
@@ -191,6 +214,16 @@ class QuantForms:
             if backend != "fake":
                 raise RobustartError(f"--backend {backend}: binary forms run as their own modules (--backend fake).")
             return
+        if entry.form == "bwta":
+            from robustart.quant.bwta import FAMILIES
+
+            if entry.family not in FAMILIES:
+                raise RobustartError(f"model {entry.spec!r}: bwta forms are for transformer and mixer models; "
+                                     f"{entry.name!r} is a {entry.family}. Use a binary form (e.g. @binary-irnet) "
+                                     "for CNNs.")
+            if backend not in ("fake", "triton"):
+                raise RobustartError(f"--backend {backend}: bwta forms run on fake (simulation) or triton "
+                                     "(the BWTA kernel).")
         why = B.unavailable(backend)
         if why:
             raise RobustartError(f"--backend {backend} cannot run here: {why}.")
@@ -208,6 +241,10 @@ class QuantForms:
             return binarize_zoo_model(model, entry.quant["method"])
         if calibration is None:
             calibration = calibration_set(entry.quant)
+        if entry.form == "bwta":
+            from robustart.quant.bwta import bwta_zoo_model
+
+            return bwta_zoo_model(model, entry.quant, calibration, backend=backend)
         return quantize_zoo_model(model, entry.quant, calibration, backend=backend, progress=progress)
 
 

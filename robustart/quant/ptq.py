@@ -38,6 +38,10 @@ def calibrate(model: nn.Module, images: torch.Tensor, cfg: QuantConfig, *, batch
     for layer in Q.quant_layers(model):
         layer.set_weight_params(cfg.observer, cfg.percentile)
     Q.set_mode(model, "quant")
+    if getattr(cfg, "method", "plain") == "apq":  # APQ-ViT's blockwise calibration of the ranges
+        from robustart.quant.apq import calibrate_blocks
+
+        calibrate_blocks(model, images, cfg, progress=progress)
     if cfg.recon:
         from robustart.quant.reconstruct import reconstruct
 

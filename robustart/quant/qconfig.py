@@ -4,6 +4,8 @@
                                      activations (per tensor, asymmetric), min-max calibration
   NAME@w4a4:observer=mse,recon=on    MSE calibration, then BRECQ/AdaRound block reconstruction
   NAME@binary-irnet                  a binarized form (method irnet; see robustart.quant.binary)
+  NAME@w4a4:method=apq               APQ-ViT calibration (robustart.quant.apq)
+  NAME@bwta                          binary weights, ternary activations (robustart.quant.bwta)
 
 Every setting that can change a result is in `QuantConfig.to_dict()`, which goes into the job key.
 """
@@ -19,6 +21,8 @@ from robustart.spec import parse_value
 
 NAMED_FORMS = ("w8a8", "w6a6", "w4a8", "w4a4")
 OBSERVERS = ("minmax", "percentile", "mse")
+METHODS = ("plain", "apq")  # apq: robustart.quant.apq (APQ-ViT)
+SOFTMAX = ("uniform", "mpq")
 ACT_MODES = ("asym", "sym")
 _FORM = re.compile(r"^w(\d+)a(\d+)$")
 
@@ -37,11 +41,17 @@ PARAMS = {
     "act": "activation quantization: asym (zero point, default) | sym",
     "calib": "number of calibration images (default 64)",
     "seed": "seed that draws the calibration images (default 0)",
-    "calib_data": "calibration dataset (as --data; default ROBUSTART_CALIB_DATA, else the evaluated dataset)",
+    "calib_data": "calibration dataset (as --data; default ROBUSTART_CALIB_DATA, else the evaluated dataset), "
+                  "or images generated from the model: dsg | zeroq | noise (robustart.quant.dsg)",
     "recon": "BRECQ/AdaRound block reconstruction after calibration: on | off (default off)",
     "iters": "reconstruction iterations per block (default 200)",
     "first_last": "bits of the first conv and the classifier (default 8; 0 = the form's own bits)",
     "attn": "quantize attention matmuls (q, k, v, softmax) in transformers: on (default) | off",
+    "method": "calibration: plain (default) | apq (APQ-ViT: bottom-elimination blockwise calibration + MPQ softmax)",
+    "softmax": "attention-probability quantizer: uniform (fixed [0, 1] grid) | mpq (Matthew-effect preserving; "
+               "the default with method=apq)",
+    "elim": "method=apq: share of the smallest block-output errors left out of the metric (default 0.5)",
+    "gen_iters": "calib_data=dsg|zeroq: optimizer steps per batch of generated images (default 200)",
 }
 
 
@@ -59,8 +69,22 @@ class QuantConfig:
     iters: int = 200
     first_last: int = 8
     attn: bool = True
+    method: str = "plain"
+    softmax: str | None = None  # None: mpq with method=apq, else uniform
+    elim: float = 0.5
+    gen_iters: int | None = None  # None: robustart.quant.dsg's default
 
     def __post_init__(self) -> None:
+        if self.gen_iters is not None and self.gen_iters < 1:
+            raise FormError(f"gen_iters must be >= 1, got {self.gen_iters}.")
+        if self.method not in METHODS:
+            raise FormError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}.")
+        if self.softmax is None:
+            object.__setattr__(self, "softmax", "mpq" if self.method == "apq" else "uniform")
+        if self.softmax not in SOFTMAX:
+            raise FormError(f"softmax must be one of {', '.join(SOFTMAX)}, got {self.softmax!r}.")
+        if not 0.0 <= float(self.elim) < 1.0:
+            raise FormError(f"elim must be in [0, 1), got {self.elim}.")
         for b, what in ((self.w_bits, "weight"), (self.a_bits, "activation")):
             if not 2 <= b <= 8:
                 raise FormError(f"{what} bits must be between 2 and 8, got {b}.")
@@ -96,6 +120,14 @@ class QuantConfig:
         d["form"] = self.form
         if not self.recon:
             d.pop("iters")  # cannot change a result without reconstruction
+        # settings at their plain defaults stay out of the dict: keys of existing forms are unchanged
+        if self.method == "plain":
+            d.pop("method")
+            d.pop("elim")  # only BBC reads it
+        if self.softmax == "uniform":
+            d.pop("softmax")
+        if self.gen_iters is None:
+            d.pop("gen_iters")
         return d
 
     def spec(self) -> str:
@@ -106,6 +138,10 @@ class QuantConfig:
             if f.name in ("w_bits", "a_bits"):
                 continue
             v = getattr(self, f.name)
+            if f.name == "softmax":  # its default follows the method
+                if v != ("mpq" if self.method == "apq" else "uniform"):
+                    extra.append(f"softmax={v}")
+                continue
             if v != getattr(default, f.name):
                 extra.append(f"{f.name}={'on' if v is True else 'off' if v is False else v}")
         return self.form + (":" + ",".join(extra) if extra else "")
@@ -138,11 +174,15 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
             raise FormError(f"{where}: unknown binarization method {method!r}.{_closest(method, methods)} "
                             f"Methods: {', '.join('binary-' + m for m in methods)}.")
         return "binary", {"method": method}
+    if head == "bwta":  # binary weights, ternary activations (robustart.quant.bwta)
+        from robustart.quant.bwta import parse as parse_bwta
+
+        return "bwta", {"quant": parse_bwta(kwargs, where)}
     m = _FORM.match(head)
     if not m:
         raise FormError(f"{where}: unknown form {head!r}.{_closest(head, NAMED_FORMS + ('binary',))} "
                         f"Forms: {', '.join(NAMED_FORMS)} (any wNaM with 2 <= N, M <= 8), "
-                        f"binary-<method> ({', '.join(binary_methods())}).")
+                        f"binary-<method> ({', '.join(binary_methods())}), bwta (transformers and mixers).")
     unknown = sorted(set(kwargs) - set(PARAMS))
     if unknown:
         hints = [f"{u!r}" + did_you_mean(u, PARAMS, cutoff=0.5, inline=True) for u in unknown]
@@ -150,13 +190,18 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
     for k in ("recon", "attn"):
         if k in kwargs and not isinstance(kwargs[k], bool):
             raise FormError(f"{where}: {k} must be on or off, got {kwargs[k]!r}.")
-    for k in ("calib", "seed", "iters", "first_last"):
+    for k in ("calib", "seed", "iters", "first_last", "gen_iters"):
         if k in kwargs and not isinstance(kwargs[k], int):
             raise FormError(f"{where}: {k} must be an integer, got {kwargs[k]!r}.")
     if "calib_data" in kwargs:
         kwargs["calib_data"] = str(kwargs["calib_data"])
     if "observer" in kwargs:
         kwargs["observer"] = str(kwargs["observer"]).lower()
+    for k in ("method", "softmax"):
+        if k in kwargs:
+            kwargs[k] = str(kwargs[k]).lower()
+    if "elim" in kwargs and not isinstance(kwargs["elim"], (int, float)):
+        raise FormError(f"{where}: elim must be a number in [0, 1), got {kwargs['elim']!r}.")
     try:
         cfg = QuantConfig(w_bits=int(m.group(1)), a_bits=int(m.group(2)), **kwargs)
     except FormError as e:

@@ -1,4 +1,6 @@
-"""Training recipe for binarized networks: distillation from the full-precision teacher.
+"""Training recipes for binarized networks (`train_binary`) and BWTA transformers (`train_bwta`,
+Smooth Multi-Stage Quantization, see robustart.quant.bwta): distillation from the full-precision
+teacher.
 
 The recipe follows ReActNet (Liu et al., ECCV 2020): Adam, learning rate decayed linearly to 0,
 weight decay only on conv/linear weights, and the distributional loss — the KL divergence from
@@ -228,6 +230,119 @@ def train_binary(
                 raise ValueError(f"data yielded no batch in epoch {epoch} (steps done: {result.step} of {steps})")
             epoch += 1
             save()  # end of epoch (and end of run)
+    student.eval()
+    return result
+
+
+def train_bwta(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    data: Iterable,
+    *,
+    epochs: int = 1,
+    steps: int | None = None,
+    lr: float = 5e-4,
+    weight_decay: float = 0.0,
+    kd_weight: float = 1.0,
+    temperature: float = 1.0,
+    k_start: int | None = None,
+    last_share: float | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    progress: bool = True,
+) -> TrainResult:
+    """Smooth Multi-Stage Quantization (BWTA): train `student` (a network in BWTA form, see
+    robustart.quant.bwta.bwta_model, with calibrated scales) by distillation from `teacher`, its
+    activation grid degraded level by level (k = k_start, ..., 1) with the magnitude-alignment
+    projection factor at each stage switch. Same optimiser, loss, data and checkpoint / resume
+    conventions as `train_binary`; the stage (quantizer levels and scales) is part of the student's
+    state, so a resumed run continues at its stage."""
+    from robustart.quant import bwta as BW
+
+    k_start = BW.K_START if k_start is None else k_start
+    last_share = BW.STAGE_LAST_SHARE if last_share is None else last_share
+    if steps is None:
+        try:
+            steps = epochs * len(data)  # type: ignore[arg-type]
+        except TypeError:
+            raise ValueError("data has no len(); pass steps=") from None
+    if steps <= 0:
+        raise ValueError(f"steps must be > 0, got {steps} (is the data empty?)")
+    if not BW.bwta_layers(student):
+        raise ValueError("the student has no BWTA layers; call robustart.quant.bwta.bwta_model and calibrate first")
+    schedule = dict(BW.stage_schedule(steps, k_start, last_share))
+    cfg = TrainConfig(steps, lr, weight_decay, kd_weight, temperature, 0.0, 0.0, seed)
+    cfgd = {**asdict(cfg), "recipe": "bwta", "k_start": k_start, "last_share": last_share}
+    device = torch.device(device)
+    student.to(device).train()
+    if teacher is not None:
+        teacher.to(device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+    opt = _optimizer(student, lr, weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: max(0.0, 1.0 - s / steps))
+    result = TrainResult(0, [], cfgd)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        if state["config"] != cfgd:
+            raise ValueError(f"checkpoint {ckpt} was made with {state['config']}, not {cfgd}; "
+                             "use the same settings to resume, or another checkpoint path to start afresh")
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        result = TrainResult(state["step"], list(state["losses"]), cfgd)
+
+    def save() -> None:
+        if ckpt is not None:
+            _save(ckpt, {"config": cfgd, "step": result.step, "losses": result.losses,
+                         "student": student.state_dict(), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict()})
+
+    spe = len(data) if hasattr(data, "__len__") else None  # type: ignore[arg-type]
+    bar = _progress_bar(progress)
+    with bar:
+        task = bar.add_task("BWTA multi-stage distillation", total=steps, completed=result.step, loss="")
+        epoch = result.step // spe if spe else 0
+        while result.step < steps:
+            torch.manual_seed(seed + epoch)
+            skip = result.step - epoch * spe if spe else 0
+            seen, before = 0, result.step
+            for batch in data:
+                if seen < skip:
+                    seen += 1
+                    continue
+                if result.step >= steps:
+                    break
+                x, y = _split(batch)
+                x = x.to(device, non_blocking=True)
+                y = y.to(device) if y is not None else None
+                if result.step in schedule:  # a stage switch (the first one sets the starting grid)
+                    BW.set_levels(student, schedule[result.step], x)
+                with torch.no_grad():
+                    t_logits = teacher(x).float() if teacher is not None else None
+                loss = distillation_loss(student(x).float(), t_logits, y, kd_weight=kd_weight,
+                                         temperature=temperature)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss is {loss.item()} at step {result.step}; lower lr={lr}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                with torch.no_grad():  # a scale must stay positive
+                    for q in BW.quantizers(student):
+                        q.scale.clamp_(min=1e-6)
+                result.step += 1
+                result.losses.append(float(loss.detach()))
+                bar.update(task, advance=1, loss=f"k={int(BW.quantizers(student)[0].k)} loss {result.losses[-1]:.4f}")
+                if result.step % checkpoint_every == 0:
+                    save()
+            if result.step == before:
+                raise ValueError(f"data yielded no batch in epoch {epoch} (steps done: {result.step} of {steps})")
+            epoch += 1
+            save()
     student.eval()
     return result
 

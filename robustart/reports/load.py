@@ -24,7 +24,7 @@ SECTIONS = ("clean", "adversarial", "corruption", "imagenet-s", "precision")
 RECORD_COLUMNS = ("sample_id", "label", "pred", "correct", "status", "clean_pred", "clean_correct")
 
 JOB_COLUMNS = [
-    "key", "status", "model", "label", "arch", "family", "family_label", "form", "precision", "bits",
+    "key", "status", "model", "label", "arch", "family", "family_label", "form", "method", "precision", "bits",
     "dataset", "dataset_label", "dataset_n", "fingerprint", "noise", "section", "noise_label",
     "norm", "eps", "budget", "corruption", "severity", "impl", "jpeg", "decoder", "resize", "geometry",
     "variant", "seed", "weights_sha256", "robustart", "torch", "timm", "pillow", "versions", "git_commit",
@@ -32,12 +32,13 @@ JOB_COLUMNS = [
 ]
 
 
-def model_label(name: str, form: str | None, precision: str | None) -> str:
+def model_label(name: str, form: str | None, precision: str | None, method: str = "") -> str:
     """How a report names a model: its zoo name, plus its form and precision when not fp/fp32
-    (so `resnet18` and `resnet18@w8a8` are two rows of one leaderboard)."""
+    (so `resnet18` and `resnet18@w8a8` are two rows of one leaderboard); a form calibrated another
+    way than plainly on real images says how (`resnet18@w4a4+dsg`, `vit_small@w4a4+apq`)."""
     parts = [str(name)]
     if form and form != "fp":
-        parts.append(str(form))
+        parts.append(str(form) + (f"+{method}" if method and form not in ("binary", "bwta") else ""))
     if precision and precision != "fp32":
         parts.append(str(precision))
     return "@".join(parts)
@@ -49,12 +50,29 @@ def bit_width(form: str | None, precision: str | None) -> float:
         s = (s or "").lower()
         if s in ("", "fp", "fp32", "tf32"):
             continue
-        if s in ("binary", "bnn", "binarized", "w1a1"):
+        if s in ("binary", "bnn", "binarized", "w1a1", "bwta"):
             return 1.0
         m = re.match(r"^(?:w|int|fp|bf|uint)(\d+)", s)
         if m:
             return float(m.group(1))
     return 32.0
+
+
+def quant_method(form: str | None, quant: dict | None) -> str:
+    """How a low-bit form was made, beyond its bit widths: "" (plain calibration on real images),
+    "apq", "dsg" / "zeroq" / "noise" (generated calibration images), "bwta", "binary-<method>";
+    joined with '+' when several apply. The bit-width curves draw one line per (arch, method)."""
+    q = quant or {}
+    if form == "binary":
+        return f"binary-{q.get('method', '?')}"
+    if form == "bwta":
+        return "bwta"
+    parts = []
+    if q.get("method") not in (None, "plain"):
+        parts.append(str(q["method"]))
+    if q.get("calib_data") in ("dsg", "zeroq", "noise"):
+        parts.append(str(q["calib_data"]))
+    return "+".join(parts)
 
 
 def noise_label(cfg: dict) -> str:
@@ -79,9 +97,11 @@ def _job_row(key: str, meta: dict) -> dict:
     form, precision = model.get("form", "fp"), cfg.get("precision", "fp32")
     return {
         "key": key, "status": meta.get("status"), "model": model.get("name"),
-        "label": model_label(model.get("name"), form, precision), "arch": model.get("arch"),
+        "label": model_label(model.get("name"), form, precision, quant_method(form, model.get("quant"))),
+        "arch": model.get("arch"),
         "family": model.get("family"), "family_label": family_label(model.get("family")),
-        "form": form, "precision": precision, "bits": bit_width(form, precision),
+        "form": form, "method": quant_method(form, model.get("quant")), "precision": precision,
+        "bits": bit_width(form, precision),
         "dataset": data.get("name"), "dataset_n": data.get("n"), "fingerprint": data.get("fingerprint"),
         "noise": noise.get("name"), "section": _section(noise),
         "noise_label": noise_label(noise), "norm": noise.get("norm"), "eps": noise.get("eps"),

@@ -313,7 +313,10 @@ def robust_points(clean_lb, wcar, corr_lb, s_lb) -> pd.DataFrame:
 def bit_curves(pj: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     """Accuracy vs weight bit width per architecture: clean top-1 and each robust measure, for
     architectures present in at least two bit widths."""
-    meta = pj.drop_duplicates("label").set_index("label")[["arch", "bits"]]
+    series = pj["arch"].astype(str) + pj.get("method", pd.Series("", index=pj.index)).fillna("").map(
+        lambda m: f" [{m}]" if m else "")
+    # a method's curve starts from its architecture's fp point
+    meta = pj.assign(arch=series).drop_duplicates("label").set_index("label")[["arch", "bits"]]
     clean = pj.loc[pj["section"] == "clean", ["label", "top1"]].rename(columns={"label": "model", "top1": "value"})
     parts = [clean.assign(kind="clean top-1")[["model", "kind", "value"]]]
     if len(points):
@@ -322,6 +325,14 @@ def bit_curves(pj: pd.DataFrame, points: pd.DataFrame) -> pd.DataFrame:
     df["arch"] = meta["arch"].reindex(df["model"]).to_numpy()
     df["bits"] = meta["bits"].reindex(df["model"]).to_numpy()
     df = df.groupby(["arch", "bits", "kind"], as_index=False, sort=False)["value"].mean()
+    fp = df[df["bits"] == 32.0]
+    extra = []
+    for a in df["arch"].unique():  # give each method series its architecture's fp point
+        base = a.split(" [")[0]
+        if a != base and not ((df["arch"] == a) & (df["bits"] == 32.0)).any():
+            extra.append(fp[fp["arch"] == base].assign(arch=a))
+    if extra:
+        df = pd.concat([df, *extra], ignore_index=True)
     keep = df.groupby(["arch", "kind"])["bits"].transform("nunique") >= 2  # a curve needs two widths
     return df[keep].sort_values(["arch", "bits"], kind="stable").reset_index(drop=True)
 

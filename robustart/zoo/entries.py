@@ -28,7 +28,7 @@ from robustart.zoo.registry import (
 # them up imports this module, which registers the entries below.
 CNN = ZooFamily("cnn", "CNN", "convolutional networks (ResNet, EfficientNet, ConvNeXt, ...)")
 TRANSFORMER = ZooFamily("transformer", "Transformer", "vision Transformers (ViT, DeiT, Swin)")
-MIXER = ZooFamily("mixer", "MLP-Mixer", "MLP models (MLP-Mixer, ResMLP, gMLP)")
+MIXER = ZooFamily("mixer", "MLP-Mixer", "MLP models (MLP-Mixer, ResMLP, gMLP)", architectures="robustart.zoo.archs")
 
 
 def _lite(i: int, sha256: str) -> WeightSource:

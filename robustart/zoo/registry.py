@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 from robustart.registry import Registry, did_you_mean
 
-FORMS = ("fp", "w8a8", "w6a6", "w4a8", "w4a4", "binary")  # any wNaM (2..8 bits) is a form too
+FORMS = ("fp", "w8a8", "w6a6", "w4a8", "w4a4", "binary", "bwta")  # any wNaM (2..8 bits) is a form too
 
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
