@@ -19,6 +19,7 @@ Writes benchmarks/results/corruption_fidelity.{md,csv}.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -40,11 +41,45 @@ def corrupt(name, severity, impl, x, ids, seed=0, batch=25):
     return torch.cat([noise.corrupt_uint8(x[i:i + batch], ids[i:i + batch], seed) for i in range(0, len(ids), batch)])
 
 
-def pixel_rows(x, ids, severities):
+class Rows:
+    """Finished rows, appended to a JSON-lines file as they are made, so an interrupted run
+    resumes where it stopped (a row is reused only for the same part, image count, versions and
+    corruption code)."""
+
+    def __init__(self, path: Path, env: dict):
+        import hashlib
+
+        import robustart.noises.corruption as C
+
+        code = hashlib.sha256()  # the corruption code itself: a row is reused only for the same code
+        for f in sorted((Path(C.__file__).parent / "corruptions").glob("*.py")) + [Path(C.__file__)]:
+            code.update(f.read_bytes())
+        self.path = path
+        self.stamp = {**{k: env.get(k) for k in ("torch", "numpy", "imagecorruptions-imaug")}, "code": code.hexdigest()[:16]}
+        self.done = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                r = json.loads(line)
+                if r.pop("_stamp", None) == self.stamp:
+                    self.done[(r.pop("_part"), r.pop("_n"), r["corruption"], r["severity"])] = r
+
+    def get(self, part, n, name, sev):
+        return self.done.get((part, n, name, sev))
+
+    def add(self, part, n, row):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({**row, "_part": part, "_n": n, "_stamp": self.stamp}) + "\n")
+
+
+def pixel_rows(x, ids, severities, cache: Rows):
     rows = []
     clean = x.double()
     for name in K.ALL:
         for sev in severities:
+            if (row := cache.get("pixel", len(ids), name, sev)) is not None:
+                rows.append(row)
+                continue
             ours = corrupt(name, sev, "torch", x, ids).double()
             ref = corrupt(name, sev, "reference", x, ids).double()
             row = {"corruption": name, "severity": sev, "kind": "stochastic" if name in K.STOCHASTIC else "deterministic"}
@@ -59,6 +94,7 @@ def pixel_rows(x, ids, severities):
                 row[f"std_{tag}"] = round(float(y.std()), 3)
             row["change_rel_diff"] = round(abs(row["change_ours"] - row["change_ref"]) / max(row["change_ref"], 1e-9), 4)
             rows.append(row)
+            cache.add("pixel", len(ids), row)
             print(row, flush=True)
     return rows
 
@@ -68,11 +104,14 @@ def predictions(model, x, batch=50):
     return torch.cat([model(x[i:i + batch].float() / 255).argmax(1) for i in range(0, len(x), batch)])
 
 
-def error_rows(model, x, ids, y, severities):
+def error_rows(model, x, ids, y, severities, cache: Rows):
     rows = []
     clean_err = float((predictions(model, x) != y).double().mean())
     for name in K.ALL:
         for sev in severities:
+            if (row := cache.get("error", len(ids), name, sev)) is not None:
+                rows.append(row)
+                continue
             t = time.time()
             wrong = {}
             for impl in ("torch", "reference"):
@@ -88,6 +127,7 @@ def error_rows(model, x, ids, y, severities):
                 "disagree": round(100 * float((a != b).double().mean()), 2),
                 "clean_error": round(100 * clean_err, 2),
             })
+            cache.add("error", len(ids), rows[-1])
             print(rows[-1], f"{time.time() - t:.0f}s", flush=True)
     return rows
 
@@ -133,6 +173,8 @@ def main():
     ap.add_argument("--error-severities", default="3")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(OUT / "corruption_fidelity"))
+    ap.add_argument("--rows", type=Path, default=Path.home() / ".robustart" / "bench-fidelity" / "rows.jsonl",
+                    help="finished rows (JSON lines): a rerun resumes from them")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     import pandas as pd
@@ -141,14 +183,15 @@ def main():
 
     model = robustart.load_model("efficientnet_lite0").eval()
     env = environment()
+    cache = Rows(args.rows, env)
     pix = []
     if args.pixel_images:
         x, ids, _ = load_images(args.data, args.pixel_images, model.transform)
-        pix = pixel_rows(x, ids, K.SEVERITIES)
+        pix = pixel_rows(x, ids, K.SEVERITIES, cache)
     err = []
     if args.error_images:
         x, ids, y = load_images(args.data, args.error_images, model.transform)
-        err = error_rows(model, x, ids, y, [int(s) for s in args.error_severities.split(",")])
+        err = error_rows(model, x, ids, y, [int(s) for s in args.error_severities.split(",")], cache)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(markdown(env, pix, err, args))
