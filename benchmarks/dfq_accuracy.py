@@ -31,8 +31,8 @@ SOURCES = ["real", "dsg", "zeroq", "noise"]  # table columns
 RUN_ORDER = ["real", "noise", "zeroq", "dsg"]  # generated images last: they may still be in the making
 FORMS = [  # (label, form spec head), in priority order
     ("w8a8", "w8a8"),
+    ("w4a4", "w4a4"),  # before reconstruction: the cheap W4A4 cells answer DSG vs ZeroQ-style first
     ("w4a4 +recon", "w4a4:observer=mse,recon=on,iters=50"),
-    ("w4a4", "w4a4"),
     ("w6a6", "w6a6"),
     ("w4a8", "w4a8"),
 ]
