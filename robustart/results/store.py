@@ -249,6 +249,12 @@ class ResultsStore:
         """Remove a job's folder (meta, records, claims)."""
         shutil.rmtree(self.job_dir(key), ignore_errors=True)
 
+    def running(self, key: str) -> bool:
+        """Whether a live process holds the job or one of its shards (robustart.results.claims)."""
+        from robustart.results.claims import holders
+
+        return any(h.unit != "meta" and not h.stale() for h in holders(self.claims_dir(key)))
+
     # ----------------------------------------------------------------- integrity
     def check(self, key: str, *, level: str = "names") -> JobState:
         """The job's state, checked at `level`: "names" (meta readable; a complete job's listed
@@ -264,6 +270,8 @@ class ResultsStore:
                 return JobState(key, None, "damaged", ["meta.json is missing"])
             return JobState(key, None, "missing")
         status = str(meta.get("status"))
+        if status == "running" and not self.running(key):
+            status = "interrupted"  # its run was killed: no live process holds it
         if status != "complete":
             return JobState(key, meta, status)
         try:
