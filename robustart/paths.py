@@ -26,7 +26,7 @@ def checked_name(name: str, what: str) -> str:
 
 def file_name(name: str, limit: int = 80) -> str:
     """A safe file-name part made from any name: unsafe characters become '_'."""
-    out = _UNSAFE.sub("_", str(name)).lstrip(".")[:limit]
+    out = re.sub(r"\.{2,}", ".", _UNSAFE.sub("_", str(name))).lstrip(".")[:limit]
     return out or "_"
 
 
