@@ -107,8 +107,6 @@ def _phase(store: ResultsStore, key: str, phase: str):
     def new_generation():
         return [p for p in d.glob("records-*") if p.is_dir()]
 
-    if phase == "claimed":  # holds the job, has not started the new generation
-        return lambda: (d / "claims" / "job.claim").exists() and not new_generation()
     if phase == "calibration":  # the new generation's folder is there; its meta comes after calibration
         return lambda: bool(new_generation()) and not list(d.glob("meta-*.json"))
     return lambda: bool(list(d.glob("meta-*.json"))) and any(len(list(g.glob("shard-*.parquet"))) >= 1
@@ -116,48 +114,63 @@ def _phase(store: ResultsStore, key: str, phase: str):
 
 
 def test_interrupted_force_leaves_the_previous_result_intact(imagenet_sample, tmp_path):
-    """kill -9 and Ctrl-C of `eval --force` before it starts the new generation, while the
-    quantized form calibrates, and between shards: the previous result stays whole and is reused;
-    the unfinished generation is dropped by the next run."""
+    """kill -9 and Ctrl-C of `eval --force` before it touches the job (waiting for its claim),
+    while the quantized form calibrates, and between shards: the previous result stays whole and
+    is reused; the unfinished generation is dropped by the next run of the job."""
     from robustart import settings
+    from robustart.results import claims as C
 
     base = ResultsStore(tmp_path / "base")
-    first = evaluate(MODEL, imagenet_sample, limit=4, shard_size=2, batch_size=2, workers=0, store=base,
+    first = evaluate(MODEL, imagenet_sample, limit=6, shard_size=2, batch_size=2, workers=0, store=base,
                      progress=False)
     key, original = first.key, first.records
     before = base.read_meta(key)
-    runs = []
-    for phase in ("claimed", "calibration", "between-shards"):
-        for sig in (signal.SIGKILL, signal.SIGINT):
-            st = ResultsStore(tmp_path / f"{phase}-{sig.name}")
-            shutil.copytree(base.root, st.root)
-            runs.append((phase, sig, st))
+    stores = {}
+
+    def start(phase, sig):
+        st = stores[phase, sig] = ResultsStore(tmp_path / f"{phase}-{sig.name}")
+        shutil.copytree(base.root, st.root)
+        return subprocess.Popen(_cmd(st.root, imagenet_sample, 6, 2, "--force", model=MODEL, batch=2),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    sigs = (signal.SIGKILL, signal.SIGINT)
     for f in (settings.home() / "quant").glob("*.pt"):
         f.unlink()  # so the forced runs calibrate again
-    procs = [subprocess.Popen(_cmd(st.root, imagenet_sample, 4, 2, "--force", model=MODEL, batch=2),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _, _, st in runs]
-    try:
-        for (phase, sig, st), proc in zip(runs, procs):
-            _wait(_phase(st, key, phase), proc, phase)
-            proc.send_signal(sig)
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.wait(timeout=120)
-    for (phase, sig, st), proc in zip(runs, procs):
-        assert proc.returncode != 0, (phase, sig)
-        state = st.check(key, level="read")
-        assert state.status == "complete", (phase, sig.name, state.problems)
-        meta = st.read_meta(key)
-        assert meta["records"] == before["records"] and meta["shards"] == before["shards"], (phase, sig.name)
-        assert st.read_records(key).equals(original)
-        again = evaluate(MODEL, imagenet_sample, limit=4, store=st, progress=False)
-        assert again.reused and again.key == key
-    # the next run of a job (here a plain one that finds a damaged shard) drops what was left over
-    st = runs[-1][2]
+    for phase in ("before", "calibration", "between-shards"):
+        held = []
+        procs = []
+        for sig in sigs:
+            proc = start(phase, sig)
+            procs.append(proc)
+            if phase == "before":  # another process holds the job: the run waits before anything
+                held.append(C.acquire(stores[phase, sig].claims_dir(key), "job"))
+        try:
+            for sig, proc in zip(sigs, procs):
+                if phase == "before":
+                    assert "waiting" in proc.stderr.readline()
+                else:
+                    _wait(_phase(stores[phase, sig], key, phase), proc, phase)
+                proc.send_signal(sig)
+        finally:
+            for proc in procs:
+                proc.wait(timeout=300)
+            for c in held:
+                c.release()
+        for sig, proc in zip(sigs, procs):
+            st = stores[phase, sig]
+            assert proc.returncode != 0, (phase, sig.name)
+            state = st.check(key, level="read")
+            assert state.status == "complete", (phase, sig.name, state.problems)
+            meta = st.read_meta(key)
+            assert meta["records"] == before["records"] and meta["shards"] == before["shards"], (phase, sig.name)
+            assert st.read_records(key).equals(original)
+            assert evaluate(MODEL, imagenet_sample, limit=6, store=st, progress=False).reused
+    # the next run of the job (here a plain one that finds a shard deleted) drops what was left over
+    st = stores["between-shards", signal.SIGINT]
+    assert list(st.job_dir(key).glob("records-*")) and list(st.job_dir(key).glob("meta-*.json"))
     st.shard_path(key, 1).unlink()
-    fixed = evaluate(MODEL, imagenet_sample, limit=4, batch_size=2, workers=0, store=st, progress=False)
-    assert not fixed.reused and fixed.records.equals(original)
+    fixed = evaluate(MODEL, imagenet_sample, limit=6, batch_size=2, workers=0, store=st, progress=False)
+    assert not fixed.reused and fixed.records[["sample_id", "pred"]].equals(original[["sample_id", "pred"]])
     assert not list(st.job_dir(key).glob("records-*")) and not list(st.job_dir(key).glob("meta-*"))
 
 
