@@ -112,7 +112,7 @@ def _with_layout(job: JobSpec, state, force: bool) -> JobSpec:
 
 def _reusable(state, job: JobSpec) -> bool:
     """A complete job whose files prove it, computed from these inputs."""
-    if state.status != "complete":
+    if state.status != "complete" or state.format < 2:
         return False
     return job.data_sha256 is None or state.meta.get("data_sha256") == job.data_sha256
 

@@ -37,7 +37,7 @@ from robustart import settings
 from robustart.errors import StoreError
 
 FORMAT = 2
-_KEY = re.compile(r"^[0-9a-f]{8,64}$")
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # a hash (or a name: no separators, no dots)
 _SHARD = re.compile(r"^shard-(\d{5,})\.parquet$")
 
 
@@ -124,7 +124,7 @@ class ResultsStore:
 
     def job_dir(self, key: str) -> Path:
         if not isinstance(key, str) or not _KEY.match(key):  # a key is a hash: never a path
-            raise StoreError(f"{key!r} is not a job key (hexadecimal, as `robustart results list` shows).")
+            raise StoreError(f"{key!r} is not a job key (as `robustart results list` shows them).")
         return self.jobs_dir / key
 
     def meta_path(self, key: str) -> Path:
@@ -241,6 +241,31 @@ class ResultsStore:
             return pa_concat(tables).to_pandas()
         except Exception as e:
             raise DamagedJobError(f"job {key}: its shards do not fit together ({type(e).__name__}: {e})") from None
+
+    def seal(self, key: str) -> dict:
+        """Make a job whose meta.json and shard files were written by hand (write_meta,
+        write_shard: records imported from elsewhere) complete: its layout and shard list are
+        taken from the shard files, which must be 0..k-1 with equal row counts but the last."""
+        import pyarrow.parquet as pq
+
+        meta = self.read_meta(key)
+        if meta is None:
+            raise StoreError(f"job {key} has no meta.json to seal.")
+        d = self.records_dir(key, meta)
+        idx = self.shard_indices(key, d)
+        if not idx or idx != list(range(len(idx))):
+            raise StoreError(f"job {key}: shard files {idx[:5]} are not 0..k-1.")
+        ids = [pq.read_table(d / shard_name(i), columns=["sample_id"]).column(0).to_pylist() for i in idx]
+        size = len(ids[0])
+        if size < 1 or any(len(x) != size for x in ids[:-1]) or not 1 <= len(ids[-1]) <= size:
+            raise StoreError(f"job {key}: its shards' row counts {[len(x) for x in ids][:5]} are not one layout.")
+        n = sum(len(x) for x in ids)
+        meta.update(format=FORMAT, status="complete", shard_size=size,
+                    layout={"n": n, "shard_size": size, "n_shards": len(idx)},
+                    shards=[{"index": i, "file": shard_name(i), "rows": len(x), "bytes": (d / shard_name(i)).stat().st_size,
+                             "sha256": file_sha256(d / shard_name(i)), "ids": ids_hash(x)} for i, x in zip(idx, ids)])
+        self.write_meta(key, meta)
+        return meta
 
     def clear_records(self, key: str) -> None:
         shutil.rmtree(self.records_dir(key), ignore_errors=True)
