@@ -353,3 +353,34 @@ def test_a_replaced_image_gives_a_new_key_and_verify_data_sees_contents(imagenet
     assert evaluate("efficientnet_lite0", data, store=store, progress=False, workers=0).reused
     redo = evaluate("efficientnet_lite0", data, store=store, progress=False, workers=0, verify_data=True)
     assert redo.key == second.key and not redo.reused
+
+
+# --------------------------------------------------------------------------- shard claims
+
+
+def _execute_shards(job, shards):
+    from robustart.engine.execute import execute
+
+    return execute(job, shards, progress=False).meta["runs"][-1]["resumed_shards"]
+
+
+def test_workers_with_overlapping_shards_write_each_shard_once(tmp_path):
+    """An executor's unit is (job, shard): two processes given overlapping shard lists of one job
+    claim their shards, so each shard is computed once and the last to end completes the job."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    from robustart.engine.plan import plan
+
+    job = plan("efficientnet_lite0", None, store=tmp_path / "s", shard_size=1, progress=False).jobs[0]
+    assert job.n_shards == 4
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_execute_shards, job, s) for s in ([0, 1, 2], [1, 2, 3])]
+        resumed = sorted(f.result(timeout=600) for f in futures)
+    assert resumed == [0, 3]  # the second waited for the shared shards, then found them (and the first's) done
+    st = ResultsStore(tmp_path / "s")
+    state = st.check(job.key, level="read")
+    assert state.status == "complete" and not state.problems
+    meta = st.read_meta(job.key)
+    assert len(meta["runs"]) == 2 and meta["metrics"]["n"] == 4
+    assert st.read_records(job.key)["sample_id"].is_unique

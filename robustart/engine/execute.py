@@ -106,8 +106,9 @@ def _with_layout(job: JobSpec, state, force: bool) -> JobSpec:
     layout = (state.meta or {}).get("layout")
     if force or not isinstance(layout, dict) or state.format < 2 or layout.get("n") != job.n:
         return job
-    size = int(layout.get("shard_size") or 0)
-    return replace(job, shard_size=size) if size >= 1 and size != job.shard_size else job
+    size = layout.get("shard_size")
+    ok = isinstance(size, int) and not isinstance(size, bool) and size >= 1
+    return replace(job, shard_size=size) if ok and size != job.shard_size else job
 
 
 def _reusable(state, job: JobSpec) -> bool:
@@ -126,9 +127,7 @@ def execute(job: JobSpec, shards: Iterable[int] | None = None, *, force: bool = 
     shards' claims: the unit of a multi-process executor), and waits while another live
     process holds it. The job's status afterwards is complete when every shard is in the
     store and right, else partial."""
-    from robustart.engine.env import device_info, git_info, resolve_device, versions
     from robustart.engine.job import JobResult
-    from robustart.noises.base import JobData
 
     resources = resources if resources is not None else Resources(progress=progress)
     store = ResultsStore(job.store)

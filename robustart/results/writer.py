@@ -138,8 +138,7 @@ class ShardWriter:
             self.meta = fresh
             self.meta_file = self.store.job_dir(self.key) / f"meta-{gen}.json"
             self.note = "a new generation (--force); the previous result stays until it is complete"
-        elif self.meta is None or self.meta.get("format", 1) < FORMAT or not isinstance(self.meta.get("layout"), dict) \
-                or int(self.meta["layout"].get("n", -1)) != int(n):
+        elif self.meta is None or self.meta.get("format", 1) < FORMAT or not _layout_ok(self.meta.get("layout"), n):
             if state.problems:
                 self.note = f"started over: {state.reason}"
             if self.whole_job:
@@ -300,6 +299,16 @@ class ShardWriter:
             self._save(change)
         except (ClaimLostError, OSError):
             pass
+
+
+def _layout_ok(layout, n: int) -> bool:
+    """A stored layout this run can resume: n samples in shards of a positive size."""
+    if not isinstance(layout, dict):
+        return False
+    size, k = layout.get("shard_size"), layout.get("n_shards")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (layout.get("n"), size, k)):
+        return False
+    return layout["n"] == int(n) and size >= 1 and k == (int(n) + size - 1) // size
 
 
 def _write_json(path: Path, obj) -> None:
