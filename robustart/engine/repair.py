@@ -41,6 +41,16 @@ def repair_jobs(store: ResultsStore, damaged: list[JobState], progress: bool = F
                     why = "its inputs changed (planning it again here gives another key)"
             except (RobustartError, KeyError, TypeError, ValueError) as e:
                 why = f"it cannot be planned again here ({e})"
-        store.remove(st.key)
+        from robustart.results.claims import Claim, try_acquire
+
+        claim = try_acquire(store.claims_dir(st.key), "job")
+        if not isinstance(claim, Claim):
+            done[st.key] = f"left as it is: {claim.describe()} is computing it"
+            continue
+        try:
+            store.remove(st.key, keep_claims=True)
+        finally:
+            claim.release()
+        store.remove(st.key) if not any(store.claims_dir(st.key).glob("*.claim")) else None
         done[st.key] = f"removed: {why}"
     return done

@@ -8,10 +8,10 @@ exclusively, kept fresh by a heartbeat thread (its modification time), and relea
 What this relies on, so that it also holds on a shared (NFS-style) filesystem: `link(2)` and
 `rename(2)` are atomic, and `link` fails when the name exists. `O_EXCL` is not relied on (it
 was not atomic over NFSv2); it is only the fallback where hard links are not supported. A claim
-is stale when its holder is a dead process on this host, or when its heartbeat is older than
-its lease (another host: clocks must agree to within the lease, `ROBUSTART_CLAIM_LEASE`
-seconds, default 120). A stale claim is broken by exactly one waiter (the one that wins an
-exclusive link named after the stale claim's token).
+is stale when its holder is a dead process on this host (same host name and pid namespace), or
+when its heartbeat is older than its lease (another host: clocks must agree to within the
+lease, `ROBUSTART_CLAIM_LEASE` seconds, default 120). A stale claim is broken by exactly one
+waiter (the one that wins an exclusive link named after the stale claim's token).
 
 Claims keep two processes from computing the same records at once; they are not what keeps the
 records right. That is the job's fixed shard layout (shard i always holds the same samples and
@@ -56,6 +56,14 @@ def _start_time(pid: int) -> str | None:
         return None
 
 
+def _pid_namespace() -> str | None:
+    """Which pid numbers this process sees (containers on one host may share a host name)."""
+    try:
+        return str(os.stat("/proc/self/ns/pid").st_ino)
+    except OSError:
+        return None
+
+
 def _alive(pid: int, started: str | None) -> bool:
     try:
         os.kill(pid, 0)
@@ -79,10 +87,12 @@ class Holder:
     lease: float
     heartbeat: float  # seconds since the epoch (the file's modification time)
     pid_start: str | None = None
+    pidns: str | None = None
 
     def stale(self, now: float | None = None) -> bool:
         now = time.time() if now is None else now
-        if self.host == socket.gethostname() and not _alive(self.pid, self.pid_start):
+        here = self.host == socket.gethostname() and self.pidns == _pid_namespace()
+        if here and not _alive(self.pid, self.pid_start):
             return True
         return now - self.heartbeat > self.lease
 
@@ -97,7 +107,8 @@ def read_holder(path: Path) -> Holder | None:
         st = path.stat()
         d = json.loads(path.read_text())
         return Holder(unit=d["unit"], owner=d["owner"], host=d["host"], pid=int(d["pid"]), token=d["token"],
-                      since=d["since"], lease=float(d["lease"]), heartbeat=st.st_mtime, pid_start=d.get("pid_start"))
+                      since=d["since"], lease=float(d["lease"]), heartbeat=st.st_mtime, pid_start=d.get("pid_start"),
+                      pidns=d.get("pidns"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):
@@ -233,7 +244,7 @@ def try_acquire(folder: Path, unit: str, lease: float | None = None) -> Claim | 
         owner = "?"
     body = json.dumps({"unit": unit, "owner": owner, "host": socket.gethostname(), "pid": pid, "token": token,
                        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "lease": lease,
-                       "pid_start": _start_time(pid)}).encode()
+                       "pid_start": _start_time(pid), "pidns": _pid_namespace()}).encode()
     for _ in range(20):
         if _exclusive_create(path, body):
             return Claim(path, token, lease)

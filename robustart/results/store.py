@@ -226,6 +226,7 @@ class ResultsStore:
         import pandas as pd
         import pyarrow.parquet as pq
 
+        given = meta
         paths = self.shard_files(key, meta)
         if not paths:
             return pd.DataFrame()
@@ -234,6 +235,8 @@ class ResultsStore:
             try:
                 tables.append(pq.read_table(p))
             except FileNotFoundError:
+                if given is None and p.parent != self.records_dir(key):  # a forced run switched generations
+                    return self.read_records(key)
                 raise DamagedJobError(f"job {key}: shard {p.name} is missing") from None
             except Exception as e:
                 raise DamagedJobError(f"job {key}: shard {p.name} cannot be read ({type(e).__name__}: {e})") from None
@@ -270,9 +273,15 @@ class ResultsStore:
     def clear_records(self, key: str) -> None:
         shutil.rmtree(self.records_dir(key), ignore_errors=True)
 
-    def remove(self, key: str) -> None:
-        """Remove a job's folder (meta, records, claims)."""
-        shutil.rmtree(self.job_dir(key), ignore_errors=True)
+    def remove(self, key: str, keep_claims: bool = False) -> None:
+        """Remove a job's folder (meta, records and, unless keep_claims, claims)."""
+        d = self.job_dir(key)
+        if not keep_claims:
+            shutil.rmtree(d, ignore_errors=True)
+            return
+        for p in d.iterdir() if d.is_dir() else []:
+            if p.name != "claims":
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
     def running(self, key: str) -> bool:
         """Whether a live process holds the job or one of its shards (robustart.results.claims)."""
