@@ -384,3 +384,41 @@ def test_workers_with_overlapping_shards_write_each_shard_once(tmp_path):
     meta = st.read_meta(job.key)
     assert len(meta["runs"]) == 2 and meta["metrics"]["n"] == 4
     assert st.read_records(job.key)["sample_id"].is_unique
+
+
+def test_claims_exclude_live_holders_and_take_over_dead_or_stale_ones(tmp_path):
+    """A claim held by a live process is refused; once the holder is killed (-9) it is taken over
+    at once; an unreadable claim is taken over once its lease has passed; a holder whose claim
+    was taken over notices."""
+    from robustart.results import claims as C
+
+    folder = tmp_path / "claims"
+    code = ("import sys, time; from pathlib import Path; from robustart.results.claims import acquire; "
+            "c = acquire(Path(sys.argv[1]), 'job'); print('held', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        got = C.try_acquire(folder, "job")
+        assert isinstance(got, C.Holder) and got.pid == holder.pid and not got.stale()
+        assert C.acquire(folder, "job", wait=False) is None
+        shard = C.try_acquire(folder, "shard-00001")
+        assert isinstance(shard, C.Claim)  # another unit is free
+        shard.release()
+    finally:
+        holder.kill()
+        holder.wait()
+    mine = C.try_acquire(folder, "job")
+    assert isinstance(mine, C.Claim) and not mine.lost
+    assert json.loads((folder / "job.claim").read_text())["pid"] == os.getpid()
+
+    (folder / "job.claim").write_text("{half")  # a broken claim: stale only once its lease passed
+    assert isinstance(C.try_acquire(folder, "job", lease=60), C.Holder)
+    assert not mine.refresh() and mine.lost  # its holder sees it lost
+    old = time.time() - 3600
+    os.utime(folder / "job.claim", (old, old))
+    other = C.try_acquire(folder, "job")
+    assert isinstance(other, C.Claim)
+    mine.release()  # releasing a lost claim leaves the new holder's alone
+    assert (folder / "job.claim").exists()
+    other.release()
+    assert not list(folder.iterdir())  # no temp or marker files left
