@@ -130,7 +130,7 @@ def test_interrupted_force_leaves_the_previous_result_intact(imagenet_sample, tm
     def start(phase, sig):
         st = stores[phase, sig] = ResultsStore(tmp_path / f"{phase}-{sig.name}")
         shutil.copytree(base.root, st.root)
-        return subprocess.Popen(_cmd(st.root, imagenet_sample, 6, 2, "--force", model=MODEL, batch=2),
+        return subprocess.Popen(_cmd(st.root, imagenet_sample, 6, 2, "--force", model=MODEL, batch=1),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     sigs = (signal.SIGKILL, signal.SIGINT)
