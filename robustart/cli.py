@@ -359,7 +359,7 @@ def results_verify(
                 line += f" -> {r['repair']}"
             out.print(Text(line), highlight=False, soft_wrap=True)
         n_bad = sum(bool(r["problems"]) for r in rows)
-        out.print(Text(f"{len(rows)} jobs checked, {n_bad} damaged" + (f", {n_bad - len(bad)} repaired" if repair else
+        out.print(Text(f"{len(rows)} job{'' if len(rows) == 1 else 's'} checked, {n_bad} damaged" + (f", {n_bad - len(bad)} repaired" if repair else
                        ("; `robustart results verify --repair` fixes them" if n_bad else ""))))
     if bad:
         raise typer.Exit(1)
