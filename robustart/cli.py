@@ -20,7 +20,7 @@ from robustart.errors import RobustartError
 app = typer.Typer(help="Robustness evaluation platform and model zoo for image classifiers.",
                   no_args_is_help=True, add_completion=False)
 zoo_app = typer.Typer(help="The model zoo: list, inspect and download models.", no_args_is_help=True)
-results_app = typer.Typer(help="The results store: list and show jobs.", no_args_is_help=True)
+results_app = typer.Typer(help="The results store: list, show and verify jobs.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
 app.add_typer(results_app, name="results")
 from robustart.imagenet_s.cli import app as imagenet_s_app
@@ -77,6 +77,7 @@ def eval_cmd(
     seed: Annotated[int, typer.Option("--seed", help="Random seed (random starts, stochastic noises); part of a noise job's key.")] = 0,
     corruption_impl: Annotated[Optional[str], typer.Option("--corruption-impl", help="Corruption noises: torch (ours, batched) or reference (imagecorruptions).")] = None,
     backend: Annotated[str, typer.Option("--backend", help="Quantized forms (--model NAME@w8a8): fake (simulation), cpu-int8 (PyTorch x86 int8 kernels) or triton (robustart.kernels).")] = "fake",
+    verify_data: Annotated[bool, typer.Option("--verify-data", help="Also hash every image file's contents: a stored job computed from other bytes is recomputed.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Evaluate one model under one noise (or a suite of noises); print metrics and store
@@ -92,7 +93,8 @@ def eval_cmd(
                 raise RobustartError(f"--corruption-impl applies to corruption noises (corruption:..., imagenet-c): {e}")
         res = evaluate_suite(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
                              workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
-                             data_root=data_root, progress=not as_json and sys.stderr.isatty(), backend=backend)
+                             data_root=data_root, progress=not as_json and sys.stderr.isatty(), backend=backend,
+                             verify_data=verify_data)
     except (RobustartError, KeyError) as e:
         _fail(e)
     if as_json:
@@ -301,7 +303,7 @@ def zoo_download(
 
 @results_app.command("list")
 def results_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
-    """Jobs in the store, with top-1 computed from their records."""
+    """Jobs in the store, with top-1 computed from their records; damaged jobs say why."""
     from robustart.noises import noise_label
     from robustart.results.store import ResultsStore
 
@@ -318,6 +320,49 @@ def results_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
         t.add_row(r["key"], str(r["status"]), str(r["model"]), Text(str(r["noise"])), str(r["dataset"]), n,
                   _fmt(r["top1"]), str(r["finished"] or ""))
     out.print(t)
+    for _, r in df[df["status"] == "damaged"].iterrows():
+        err.print(Text(f"damaged: {r['key']}: {r['problem']} (`robustart results verify --repair` recomputes "
+                       "or removes it; `robustart eval` recomputes it)"), highlight=False, soft_wrap=True)
+
+
+@results_app.command("verify")
+def results_verify(
+    keys: Annotated[Optional[list[str]], typer.Argument(help="Job keys or unique prefixes (default: every job).")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Recompute damaged jobs that can be planned again here; remove the others.")] = False,
+    store: StoreOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check every job (or KEYS): meta.json, layout, each shard's presence, size, sha256, row
+    count and sample ids. Exit 1 if a job is damaged (and, with --repair, was not repaired)."""
+    from robustart.engine.repair import repair_jobs
+    from robustart.results.store import ResultsStore
+
+    st = ResultsStore(store)
+    try:
+        full = [st.resolve(k) for k in keys] if keys else None
+    except RobustartError as e:
+        _fail(e)
+    states = st.verify(full)
+    fixed = repair_jobs(st, [s for s in states if s.damaged], progress=not as_json and sys.stderr.isatty()) \
+        if repair else {}
+    rows = [{"key": s.key, "status": s.status, "problems": s.problems,
+             **({"repair": fixed[s.key]} if s.key in fixed else {})} for s in states]
+    bad = [r for r in rows if r["problems"] and not str(r.get("repair", "")).startswith(("recomputed", "removed"))]
+    if as_json:
+        _print_json({"store": str(st.root), "jobs": rows, "damaged": sum(bool(r["problems"]) for r in rows)})
+    else:
+        for r in rows:
+            line = f"{r['key']}  {r['status']}"
+            if r["problems"]:
+                line += ": " + "; ".join(r["problems"])
+            if "repair" in r:
+                line += f" -> {r['repair']}"
+            out.print(Text(line), highlight=False, soft_wrap=True)
+        n_bad = sum(bool(r["problems"]) for r in rows)
+        out.print(Text(f"{len(rows)} job{'' if len(rows) == 1 else 's'} checked, {n_bad} damaged" + (f", {n_bad - len(bad)} repaired" if repair else
+                       ("; `robustart results verify --repair` fixes them" if n_bad else ""))))
+    if bad:
+        raise typer.Exit(1)
 
 
 @results_app.command("show")
@@ -334,10 +379,14 @@ def results_show(
     st = ResultsStore(store)
     try:
         full = st.resolve(key)
+        state = st.check(full)
+        if state.damaged:
+            raise RobustartError(f"job {full} is damaged: {state.reason}. `robustart results verify --repair {full}` "
+                                 "recomputes or removes it.")
+        meta = state.meta
+        rec = st.read_records(full, meta)
     except RobustartError as e:
         _fail(e)
-    meta = st.read_meta(full)
-    rec = st.read_records(full)
     summary = M.noise_summary(rec) if len(rec) else {}
     if as_json:
         _print_json({"meta": meta, "metrics": summary,

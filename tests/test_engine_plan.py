@@ -1,7 +1,8 @@
 """The engine in parts: plan (config -> job specs with keys and shard layouts, no weights loaded)
-and execute (a job spec -> records, any subset of its shards, in any process). Job keys are the
-ones the store has always used."""
+and execute (a job spec -> records, any subset of its shards, in any process). Job keys change
+only with the store format."""
 
+import os
 import pickle
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -11,53 +12,54 @@ import pytest
 from robustart.engine.execute import execute
 from robustart.engine.plan import plan
 
-# Keys computed by the engine before it was split into plan and execute (robustart 0.1.0): on
-# the dataset of `keyset` below, limit 5. A key changes only with the store format.
+# Job keys of store format 2 on the dataset of `keyset` below, limit 5. A key changes only with
+# the store format (format 1 keys, from a fingerprint without modification times, all differ).
+KEYSET_MTIME = 1_700_000_000_000_000_000
 PINNED = {
-    ("efficientnet_lite0", "clean", 0): ["284b24c342b08a13"],
-    ("efficientnet_lite0", "pgd", 0): ["527aa3bc2a39cd0e"],
-    ("efficientnet_lite0", "pgd:eps=2/255,steps=5,norm=l2", 0): ["b1b8320cbdfb4986"],
-    ("efficientnet_lite0", "fgsm:budget=small", 0): ["c205598938e408bd"],
-    ("efficientnet_lite0", "cw", 0): ["d0592d5f991481ca"],
-    ("efficientnet_lite0", "square:queries=100", 0): ["4d44b58e68141ef9"],
-    ("efficientnet_lite0", "autoattack", 0): ["a2f0b90d3b8cb4c4"],
-    ("efficientnet_lite0", "transfer:src=efficientnet_lite1", 0): ["d7f39ab37f747377"],
+    ("efficientnet_lite0", "clean", 0): ["f8f25a8989379788"],
+    ("efficientnet_lite0", "pgd", 0): ["2c2f2e9f930ca89d"],
+    ("efficientnet_lite0", "pgd:eps=2/255,steps=5,norm=l2", 0): ["aa5fb7e54b8ed168"],
+    ("efficientnet_lite0", "fgsm:budget=small", 0): ["1ea81d78a753644f"],
+    ("efficientnet_lite0", "cw", 0): ["a6185b00b820642b"],
+    ("efficientnet_lite0", "square:queries=100", 0): ["1f9e7bfd91e63def"],
+    ("efficientnet_lite0", "autoattack", 0): ["f66bdebf1919a2eb"],
+    ("efficientnet_lite0", "transfer:src=efficientnet_lite1", 0): ["72494230ea76c456"],
     ("efficientnet_lite0", "adversarial:budget=large", 0): [
-        "2f74ee9c32a74ef1", "6bc3cac26fdbcae0", "e6340baa4da4a360", "19acd7e3394425d2", "a97a7eccd0e68962",
-        "2f5435c5fca9f4d1"],
-    ("efficientnet_lite0", "corruption:glass_blur:3", 0): ["9ab32f78c97fcafa"],
+        "040dba30ec16baac", "339e3d676c69fc92", "c2d388aaa556e585", "59a86b33f7981809", "65858b6e19c76fdf",
+        "d609a3be23f2da2a"],
+    ("efficientnet_lite0", "corruption:glass_blur:3", 0): ["4d03e42997d3444e"],
     ("efficientnet_lite0", "corruption:fog,impl=reference,jpeg=true", 0): [
-        "1287cfecf464dd5e", "a4739bc20eaabf4e", "70a6a4caa6153446", "6243d6909c2909b8", "fefa22c17f2381f2"],
-    ("efficientnet_lite0", "imagenet-s:decoder=opencv,resize=pil-bicubic", 0): ["37913913f6e8f57e"],
-    ("efficientnet_lite0", "imagenet-s:decoder=turbo-fast,geometry=square", 0): ["8d13913ef0914520"],
-    ("efficientnet_lite0", "precision:bf16", 0): ["296902b3e0e79187"],
-    ("efficientnet_lite0", "precision:channels_last", 0): ["ed3fe898393e7f7b"],
+        "7a28a7e7795ba39e", "879f81439c691c44", "883d9b1e79397784", "16443f7241343d57", "d8ceb5a6a571ee86"],
+    ("efficientnet_lite0", "imagenet-s:decoder=opencv,resize=pil-bicubic", 0): ["cc7b704ebc6e8489"],
+    ("efficientnet_lite0", "imagenet-s:decoder=turbo-fast,geometry=square", 0): ["103902c519d0bec7"],
+    ("efficientnet_lite0", "precision:bf16", 0): ["b0e6fafaceffbef8"],
+    ("efficientnet_lite0", "precision:channels_last", 0): ["7b47336eb9027323"],
     ("efficientnet_lite0", "precision:w8a8,calib=2,backends=fake+cpu-int8", 0): [
-        "6ff90e4c47c3a57f", "2a007db6a9879aac"],
-    ("efficientnet_lite0", "precision:w4a4,calib=3,observer=mse,backend=fake", 0): ["7b2f1d5b37bfe642"],
-    ("efficientnet_lite0", "clean", 3): ["284b24c342b08a13"],
-    ("efficientnet_lite0", "pgd", 3): ["9e9eb313cdf47982"],
-    ("efficientnet_lite0", "pgd:eps=2/255,steps=5,norm=l2", 3): ["7656ab0f5448bc38"],
-    ("efficientnet_lite0", "fgsm:budget=small", 3): ["d39c7472675cf415"],
-    ("efficientnet_lite0", "cw", 3): ["078baa788385bf1c"],
-    ("efficientnet_lite0", "square:queries=100", 3): ["a5ec62d5b3db4129"],
-    ("efficientnet_lite0", "autoattack", 3): ["25bed2238ff6ed82"],
-    ("efficientnet_lite0", "transfer:src=efficientnet_lite1", 3): ["e999ef588ffc2eea"],
-    ("efficientnet_lite0", "corruption:glass_blur:3", 3): ["a9c036c70b1e10d2"],
+        "c99a0b30f97da6c3", "8f438c8a9b46dd6e"],
+    ("efficientnet_lite0", "precision:w4a4,calib=3,observer=mse,backend=fake", 0): ["b899d3db0ed3a75e"],
+    ("efficientnet_lite0", "clean", 3): ["f8f25a8989379788"],
+    ("efficientnet_lite0", "pgd", 3): ["2ddd36958cf7f486"],
+    ("efficientnet_lite0", "pgd:eps=2/255,steps=5,norm=l2", 3): ["ee7575476559aea6"],
+    ("efficientnet_lite0", "fgsm:budget=small", 3): ["eeb9c6aba8b2c7e2"],
+    ("efficientnet_lite0", "cw", 3): ["2a3cbf980fa4ffba"],
+    ("efficientnet_lite0", "square:queries=100", 3): ["f87a0f0aca6a5b40"],
+    ("efficientnet_lite0", "autoattack", 3): ["dfe8be498f5264c1"],
+    ("efficientnet_lite0", "transfer:src=efficientnet_lite1", 3): ["14708302d4be9d64"],
+    ("efficientnet_lite0", "corruption:glass_blur:3", 3): ["b652da8b442198dc"],
     ("efficientnet_lite0", "corruption:fog,impl=reference,jpeg=true", 3): [
-        "217c96c762f34837", "70b1ce62cb4a413c", "7e46834faf42c2ec", "9957f8cecb7cde48", "bf74e928951e999a"],
-    ("efficientnet_lite0", "imagenet-s:decoder=opencv,resize=pil-bicubic", 3): ["a741c04b6213e5b6"],
-    ("efficientnet_lite0", "imagenet-s:decoder=turbo-fast,geometry=square", 3): ["9140a2241fa95cb4"],
-    ("efficientnet_lite0", "precision:bf16", 3): ["cfe3c7635bfe558a"],
-    ("efficientnet_lite0", "precision:channels_last", 3): ["bd0d8bd93eee2a5d"],
-    ("efficientnet_lite0@w8a8:calib=2", "clean", 0): ["c96677885e1db7ec"],
-    ("efficientnet_lite0@w8a8:calib=2", "pgd", 0): ["2a9fd92ae678d1b9"],
-    ("efficientnet_lite0@w8a8:calib=2", "clean", 3): ["c96677885e1db7ec"],
-    ("efficientnet_lite0@w8a8:calib=2", "pgd", 3): ["81bb243e0abe50b9"],
-    ("efficientnet_lite0@binary-bnn", "clean", 0): ["75c1499bf52836f2"],
-    ("efficientnet_lite0@binary-bnn", "pgd", 0): ["e701fa0c0873955f"],
-    ("efficientnet_lite0@binary-bnn", "clean", 3): ["75c1499bf52836f2"],
-    ("efficientnet_lite0@binary-bnn", "pgd", 3): ["fe2b63e5bc831ad4"],
+        "6ce3d7e762f5b2cb", "f6700c2df2b70f9d", "e2be0dd0c9a3137c", "2dfe45b41a4d5982", "42356766612828c2"],
+    ("efficientnet_lite0", "imagenet-s:decoder=opencv,resize=pil-bicubic", 3): ["1926a5d8e05d967b"],
+    ("efficientnet_lite0", "imagenet-s:decoder=turbo-fast,geometry=square", 3): ["a13014c9a76589a0"],
+    ("efficientnet_lite0", "precision:bf16", 3): ["8c3c30fb92c76eaf"],
+    ("efficientnet_lite0", "precision:channels_last", 3): ["c65e3682397d482e"],
+    ("efficientnet_lite0@w8a8:calib=2", "clean", 0): ["cf303c1ad07cc992"],
+    ("efficientnet_lite0@w8a8:calib=2", "pgd", 0): ["e23b00851193e6b3"],
+    ("efficientnet_lite0@w8a8:calib=2", "clean", 3): ["cf303c1ad07cc992"],
+    ("efficientnet_lite0@w8a8:calib=2", "pgd", 3): ["6a80e9c9cbe98e98"],
+    ("efficientnet_lite0@binary-bnn", "clean", 0): ["0f7d7e6bd6bc8db1"],
+    ("efficientnet_lite0@binary-bnn", "pgd", 0): ["489c387acd49d26a"],
+    ("efficientnet_lite0@binary-bnn", "clean", 3): ["0f7d7e6bd6bc8db1"],
+    ("efficientnet_lite0@binary-bnn", "pgd", 3): ["6268f5acf466b4ee"],
 }
 
 
@@ -69,7 +71,9 @@ def keyset(tmp_path):
     root.mkdir()
     wnids = ["n01440764", "n01443537", "n01484850", "n01491361", "n01494475", "n01496331"]
     for i, w in enumerate(wnids):
-        (root / f"{w}_{i}.JPEG").write_bytes(bytes([i]) * (1000 + 37 * i))
+        f = root / f"{w}_{i}.JPEG"
+        f.write_bytes(bytes([i]) * (1000 + 37 * i))
+        os.utime(f, ns=(KEYSET_MTIME + i, KEYSET_MTIME + i))  # the fingerprint reads modification times
     return root
 
 
@@ -85,7 +89,7 @@ def test_a_run_job_is_stored_under_its_pinned_key(keyset, tmp_path):
     import robustart
 
     res = robustart.evaluate("efficientnet_lite0", str(keyset), limit=5, store=tmp_path, progress=False)
-    assert res.key == "284b24c342b08a13" and (tmp_path / "jobs" / res.key / "meta.json").is_file()
+    assert res.key == PINNED[("efficientnet_lite0", "clean", 0)][0] and (tmp_path / "jobs" / res.key / "meta.json").is_file()
     assert (res.records["status"] == "failed").all()  # not images: each failure is a record
 
 

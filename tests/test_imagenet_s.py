@@ -235,3 +235,19 @@ def test_build_is_resumable_and_shards_read_back_as_on_the_fly(imagenet_sample, 
     assert len(expand_noise(f"imagenet-s:shards={out}")) == 3
     with pytest.raises(NoiseSpecError, match="not in"):
         expand_noise(f"imagenet-s:shards={out},decoder=ffmpeg")
+
+    # a shard altered after the build (one pixel) is refused when read, and a forced rerun that
+    # fails so leaves the stored result as it was
+    from robustart.errors import RobustartError
+    from robustart.results.store import ResultsStore
+
+    with np.load(shard0) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["images"][0, 0, 0, 0] ^= 1
+    np.savez(shard0, **arrays)
+    with pytest.raises(RobustartError, match="changed after the build"):
+        evaluate_suite("efficientnet_lite0", imagenet_sample, noise=spec, limit=6, progress=False, workers=0,
+                       force=True)
+    st = ResultsStore()
+    assert st.check(from_shards.key, level="read").status == "complete"
+    assert st.read_records(from_shards.key)[cols].equals(from_shards.records[cols])

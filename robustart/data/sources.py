@@ -92,14 +92,17 @@ class DataSource:
 
     @staticmethod
     def fingerprint(samples: list[Sample]) -> str:
-        """Hash of (id, label, file size) of the samples: cheap, and changes when the data does."""
+        """Hash of (id, label, file size, modification time) of the samples: cheap (one stat per
+        file), and changes when a file is replaced, even by one of the same size. Content hashes
+        are opt-in (`verify_data`: robustart.engine.plan.content_hash)."""
         h = hashlib.sha256()
         for s in samples:
             try:
-                size = s.path.stat().st_size
-            except OSError:
-                size = -1
-            h.update(json.dumps([s.id, s.label, size]).encode())
+                st = s.path.stat()
+                size, mtime = st.st_size, st.st_mtime_ns
+            except (OSError, TypeError, AttributeError):
+                size, mtime = -1, -1
+            h.update(json.dumps([s.id, s.label, size, mtime]).encode())
         return h.hexdigest()[:16]
 
 

@@ -23,7 +23,7 @@ __all__ = ["DEFAULT_SHARD_SIZE", "PRECISIONS", "JobResult", "JobSpec", "Plan", "
            "record_schema", "run_plan"]
 
 _DEFAULTS = dict(limit=None, batch_size=32, device=None, workers=None, store=None, shard_size=None, seed=0,
-                 precision="fp32", data_root=None, progress=True, backend="fake")
+                 precision="fp32", data_root=None, progress=True, backend="fake", verify_data=False)
 
 
 def run_plan(p: Plan, *, force: bool = False, progress: bool = True) -> list[JobResult]:
@@ -52,6 +52,7 @@ def evaluate(
     data_root: str | Path | None = None,
     progress: bool = True,
     backend: str = "fake",
+    verify_data: bool = False,
 ) -> JobResult:
     """Run (or reuse, or resume) one job and return its result handle. A suite spec (e.g.
     `adversarial`, `imagenet-c`) is an error here: use `evaluate_suite`."""
@@ -60,7 +61,7 @@ def evaluate(
     parse_noise(noise)  # one job, or an error that says to use evaluate_suite
     p = plan(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device, workers=workers,
              store=store, force=force, shard_size=shard_size, seed=seed, precision=precision, data_root=data_root,
-             progress=progress, backend=backend)
+             progress=progress, backend=backend, verify_data=verify_data)
     return run_plan(p, force=force, progress=progress)[0]
 
 

@@ -89,31 +89,93 @@ def _progress_bar(enabled: bool):
     )
 
 
+def _waiting(job: JobSpec, progress: bool):
+    """What a run says while another process holds its job (stderr)."""
+    def say(holder) -> None:
+        import sys
+
+        sys.stderr.write(f"job {job.key} is being computed by {holder.describe()}; waiting for it "
+                         "(Ctrl-C stops waiting).\n")
+        sys.stderr.flush()
+    return say
+
+
+def _with_layout(job: JobSpec, state, force: bool) -> JobSpec:
+    """The job with its stored layout: a job that exists keeps its shard size (so it resumes,
+    whatever --shard-size this run was given); a forced run starts a new layout."""
+    layout = (state.meta or {}).get("layout")
+    if force or not isinstance(layout, dict) or state.format < 2 or layout.get("n") != job.n:
+        return job
+    size = layout.get("shard_size")
+    ok = isinstance(size, int) and not isinstance(size, bool) and size >= 1
+    return replace(job, shard_size=size) if ok and size != job.shard_size else job
+
+
+def _reusable(state, job: JobSpec) -> bool:
+    """A complete job whose files prove it, computed from these inputs."""
+    if state.status != "complete" or state.format < 2:
+        return False
+    return job.data_sha256 is None or state.meta.get("data_sha256") == job.data_sha256
+
+
 def execute(job: JobSpec, shards: Iterable[int] | None = None, *, force: bool = False, progress: bool = True,
             resources: Resources | None = None):
     """Run the job's `shards` (default: all) that are not in the store yet, and return its
-    JobResult. A complete job is reused unless `force`, which removes its records first (give it
-    to one call only when several processes share a job). The job's status afterwards is
-    complete when every shard is in the store, else partial."""
-    from robustart.engine.env import device_info, git_info, resolve_device, versions
+    JobResult. A complete job is reused when its files prove it (a damaged one is repaired:
+    its bad shards are recomputed); `force` recomputes it as a new generation that replaces the
+    old result only once complete. The process holds the job's claim (with `shards`, those
+    shards' claims: the unit of a multi-process executor), and waits while another live
+    process holds it. The job's status afterwards is complete when every shard is in the
+    store and right, else partial."""
     from robustart.engine.job import JobResult
-    from robustart.engine.records import ImageDataset, batch_records, collate, entry_transform, record_schema
-    from robustart.noises import build_noise
-    from robustart.noises.base import JobData
 
     resources = resources if resources is not None else Resources(progress=progress)
     store = ResultsStore(job.store)
+    state = store.check(job.key, level="sha256")
+    if not force and _reusable(state, job):
+        return JobResult(job.key, store, state.meta, reused=True)
+    job = _with_layout(job, state, force)
+    if shards is not None:
+        wanted = sorted(set(shards))
+        bad = [s for s in wanted if not 0 <= s < job.n_shards]
+        if bad:
+            raise RobustartError(f"job {job.key} has shards 0..{job.n_shards - 1}; there is no shard {bad[0]}.")
+        if force:
+            raise RobustartError(f"job {job.key}: force recomputes a whole job; give it no shard subset.")
     writer = ShardWriter(store, job.key)
-    if writer.complete and not force:
-        return JobResult(job.key, store, writer.meta, reused=True)
-    if writer.meta is not None and not force and int(writer.meta["shard_size"]) != job.shard_size:
-        job = replace(job, shard_size=int(writer.meta["shard_size"]))  # a resumed job keeps its shard size
+    on_wait = _waiting(job, progress)
+    if shards is None:
+        writer.claim_job(on_wait)
+    else:
+        writer.claim_shards(wanted, on_wait)
+    try:
+        state = store.check(job.key, level="sha256")  # again, now that this process holds the job
+        if not force and _reusable(state, job):
+            return JobResult(job.key, store, state.meta, reused=True)
+        stale_data = state.status == "complete" and not _reusable(state, job)
+        job = _with_layout(job, state, force or stale_data)  # another run may have created it meanwhile
+        if shards is None:
+            wanted = list(range(job.n_shards))
+        writer.open(job.config, n=job.n, shard_size=job.shard_size, seed=job.seed, force=force or stale_data,
+                    extra={"data_sha256": job.data_sha256})
+        if writer.note.startswith(("repaired", "started over")):
+            import sys
+
+            sys.stderr.write(f"job {job.key}: {writer.note}; recomputing what is missing.\n")
+        return _run(job, wanted, shards, writer, store, resources, progress)
+    finally:
+        writer.release()
+
+
+def _run(job, wanted, shards, writer, store, resources, progress):
+    from robustart.engine.env import device_info, git_info, resolve_device, versions
+    from robustart.engine.job import JobResult
+    from robustart.engine.records import ImageDataset, batch_records, collate, entry_transform, record_schema
+    from robustart.engine.repair import request_of
+    from robustart.noises import build_noise
+    from robustart.noises.base import JobData
+
     n, n_shards = job.n, job.n_shards
-    wanted = sorted(set(range(n_shards) if shards is None else shards))
-    bad = [s for s in wanted if not 0 <= s < n_shards]
-    if bad:
-        raise RobustartError(f"job {job.key} has shards 0..{n_shards - 1}; there is no shard {bad[0]}.")
-    writer.create(job.config, shard_size=job.shard_size, seed=job.seed, force=force)
     S = writer.shard_size
     source, samples = resources.dataset(job)
 
@@ -121,20 +183,22 @@ def execute(job: JobSpec, shards: Iterable[int] | None = None, *, force: bool = 
         lo, hi = job.shard_bounds(s)
         return [x.id for x in samples[lo:hi]]
 
-    done = writer.valid_shards(n_shards, shard_ids)
+    done = writer.valid_shards(shard_ids)
     todo = [s for s in wanted if s not in done]
     dev = resolve_device(job.device)
     run = {"resumed_shards": len(done), "device": device_info(dev), "batch_size": job.batch_size, "workers": None}
     if shards is not None:
         run["shards"] = wanted
     if not todo:
-        writer.begin(run, dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"])
-        writer.end(n_shards, metrics=lambda: _metrics(store, job.key))
+        writer.begin(run, dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"],
+                     request=request_of(job))
+        writer.end(shard_ids, metrics=_metrics)
         return JobResult(job.key, store, writer.meta, reused=False)
 
     entry = job.entry
     model, calib = resources.model(job, dev, source)
-    meta = dict(dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"])
+    meta = dict(dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"],
+                request=request_of(job))
     if calib is not None:  # calibration images among the evaluated ones: say how many
         meta["calibration"] = {**calib.describe(), "overlap_with_evaluated": calib.overlap(samples),
                                "source_root": calib.root}
@@ -175,21 +239,19 @@ def execute(job: JobSpec, shards: Iterable[int] | None = None, *, force: bool = 
                 for s in sorted(pending):
                     lo, hi = job.shard_bounds(s)
                     if len(pending[s]) == hi - lo:
-                        writer.write(s, pending.pop(s), schema)
+                        writer.write(s, pending.pop(s), schema, expected=shard_ids(s))
                 seen += len(batch)
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, advance=len(batch), rate=f"{rate:.1f} img/s")
     except BaseException:
         writer.interrupt(noise.job_checks() if noise is not None else None)
         raise
-    writer.end(n_shards, checks=noise.job_checks() if noise is not None else None,
-               metrics=lambda: _metrics(store, job.key))
+    writer.end(shard_ids, checks=noise.job_checks() if noise is not None else None, metrics=_metrics)
     return JobResult(job.key, store, writer.meta, reused=False)
 
 
-def _metrics(store: ResultsStore, key: str) -> dict:
-    """The job's summary metrics (scalars), cached in its meta.json for listings."""
+def _metrics(rec) -> dict:
+    """The job's summary metrics (scalars) from its records, cached in its meta.json for listings."""
     from robustart.results import metrics as M
 
-    rec = store.read_records(key)
     return {k: v for k, v in M.noise_summary(rec).items() if isinstance(v, (int, float))} if len(rec) else {}

@@ -46,6 +46,7 @@ class JobSpec:
     device: str | None = None
     backend: str = "fake"
     precision: str = "fp32"
+    data_sha256: str | None = None  # the samples' content hash, with verify_data (checked on reuse)
 
     @property
     def noise(self) -> dict:
@@ -113,6 +114,52 @@ def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, sourc
     return config
 
 
+# Numeric options: (name as the CLI spells it, smallest value, largest sensible value).
+_LIMITS = {"batch_size": ("--batch-size", 1, 1 << 20), "shard_size": ("--shard-size", 1, 1 << 24),
+           "workers": ("--workers", 0, 1024), "limit": ("--limit", 1, 1 << 40)}
+
+
+def check_options(**values) -> None:
+    """Refuse a numeric option out of range (None: its default), before anything is written."""
+    for name, value in values.items():
+        if value is None:
+            continue
+        flag, lo, hi = _LIMITS[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RobustartError(f"{flag} must be a whole number, got {value!r}.")
+        if not lo <= value <= hi:
+            raise RobustartError(f"{flag} must be between {lo} and {hi}, got {value}.")
+
+
+def stored_shard_size(store: ResultsStore, key: str) -> int | None:
+    """The shard size of a job already in the store (a job keeps its layout), if readable."""
+    try:
+        meta = store.read_meta(key)
+    except RobustartError:
+        return None  # a damaged job: started over with this run's layout
+    layout = (meta or {}).get("layout")
+    try:
+        return int(layout["shard_size"]) if isinstance(layout, dict) and int(layout["shard_size"]) >= 1 else None
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def content_hash(samples: list[Sample]) -> str:
+    """Hash of every sample file's bytes (with its id and label): what `verify_data` checks."""
+    import hashlib
+
+    from robustart.results.store import file_sha256
+
+    h = hashlib.sha256()
+    for s in samples:
+        try:
+            digest = file_sha256(s.path)
+        except OSError as e:
+            digest = f"unreadable: {e.strerror}"
+        h.update(f"{s.id}\0{s.label}\0{digest}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def open_data(data, data_root, limit) -> tuple[DataSource, list[Sample]]:
     source = open_source(data, root=data_root)
     samples = source.take(limit)
@@ -138,20 +185,19 @@ def plan(
     data_root: str | Path | None = None,
     progress: bool = True,
     backend: str = "fake",
+    verify_data: bool = False,
 ) -> Plan:
     """The jobs of a noise spec (several for a suite) on one model and dataset: their configs,
     keys and shard layouts. A job that exists in the store keeps its shard size (so it resumes)
-    unless `force` starts it over. Takes the arguments of `robustart.evaluate`."""
+    unless `force` starts it over. Takes the arguments of `robustart.evaluate`; `verify_data`
+    also hashes every sample file's contents (a job computed from other bytes is recomputed)."""
     from robustart.engine.env import resolve_device
     from robustart.noises import expand_noise, family_for
     from robustart.zoo.build import calibration_for, check_backend, verified_weights
 
-    if batch_size < 1:
-        raise RobustartError(f"--batch-size must be >= 1, got {batch_size}")
+    check_options(batch_size=batch_size, shard_size=shard_size, workers=workers, limit=limit)
     if precision not in PRECISIONS:
         raise RobustartError(f"--precision {precision!r} is not supported yet; choose from {PRECISIONS}.")
-    if shard_size is not None and shard_size < 1:
-        raise RobustartError(f"--shard-size must be >= 1, got {shard_size}")
     configs = expand_noise(noise)
     entry = model if isinstance(model, ModelEntry) else get_entry(model)
     check_backend(entry, backend)
@@ -161,6 +207,7 @@ def plan(
     path, sha = verified_weights(entry, progress=progress)
     calib = calibration_for(entry, source)
     fingerprint = DataSource.fingerprint(samples)
+    data_sha256 = content_hash(samples) if verify_data else None
     jobs = []
     for cfg in configs:
         fam = family_for(cfg)
@@ -174,12 +221,13 @@ def plan(
         config = job_config(entry, sha, cfg, source, samples, precision, seed, backend,
                             calib.describe() if calib is not None else None)
         key = stable_hash(config)
-        meta = None if force else store.read_meta(key)
-        size = int(meta["shard_size"]) if meta and "shard_size" in meta else int(shard_size or DEFAULT_SHARD_SIZE)
+        size = stored_shard_size(store, key) if not force else None
+        size = size or int(shard_size or DEFAULT_SHARD_SIZE)
         jobs.append(JobSpec(
             key=key, config=config, entry=entry, data=None if data is None else str(data),
             data_root=None if data_root is None else str(data_root), limit=limit, n=len(samples),
             fingerprint=fingerprint, shard_size=size, store=str(store.root), weights=(str(path), sha), seed=seed,
             batch_size=batch_size, workers=workers, device=device, backend=backend, precision=precision,
+            data_sha256=data_sha256,
         ))
     return Plan(jobs, entry, source, samples, calib)

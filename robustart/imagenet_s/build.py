@@ -198,6 +198,26 @@ def build(data, out, *, decoders=None, resizers=None, grid: str = "sweep", model
     return manifest
 
 
+def verify_shards(directory, key: str, manifest: dict) -> None:
+    """Each shard of variant `key` has the sha256 its manifest recorded (the job's key is made
+    from those hashes), or a RobustartError naming the shard that changed."""
+    d = resolve_dir(directory)
+    hashes = manifest["variants"][key].get("sha256") or []
+    n_shards = -(-len(manifest["samples"]) // int(manifest["shard_size"]))
+    if len(hashes) != n_shards:
+        raise RobustartError(f"{d}: the manifest lists {len(hashes)} shard hashes for {key}, not {n_shards}; run "
+                             "`robustart imagenet-s build` again with the same arguments.")
+    for s, want in enumerate(hashes):
+        f = d / key / f"shard-{s:05d}.npz"
+        if not f.is_file():
+            raise RobustartError(f"ImageNet-S shard {f} is missing; run `robustart imagenet-s build` again with the "
+                                 "same arguments to remake it.")
+        if _sha256(f) != want:
+            raise RobustartError(f"ImageNet-S shard {f} was changed after the build (its sha256 is not the "
+                                 "manifest's); refusing to read it. Delete it and run `robustart imagenet-s build` "
+                                 "again with the same arguments to remake it.")
+
+
 class ShardReader:
     """A picklable path -> uint8 CHW tensor that reads one built variant instead of decoding.
     Samples are found by id (their relative path), so the dataset may have moved since."""
@@ -222,6 +242,7 @@ class ShardReader:
             raise RobustartError(f"the shards of {decoder}/{resize} in {directory} changed since this job was "
                                  f"specified (fingerprint {m['variants'][key]['fingerprint']}, job keyed on "
                                  f"{fingerprint}); run the eval again.")
+        verify_shards(directory, key, m)
         size, crop_pct, interp = geometry_of(entry)
         g = m["geometry"]
         if (g["size"], g["crop_pct"]) != (size, crop_pct):

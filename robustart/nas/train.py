@@ -192,8 +192,10 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out).expanduser()
+    from robustart.paths import checked_name
+
+    name = checked_name(cfg.name or out.resolve().name, "--name")  # a file name in the zoo folder
     out.mkdir(parents=True, exist_ok=True)
-    name = cfg.name or out.name
     console = Console(stderr=True)
     x_all, y_all, kind = load_split(cfg.data, "train", cfg.train_limit)
     geno = load_genotype(cfg.genotype) if cfg.genotype is not None else None
@@ -274,6 +276,8 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
         zoo = settings.home() / "zoo"
         zoo.mkdir(parents=True, exist_ok=True)
         reg = dict(d, weights={"file": str(wpath.resolve()), "sha256": sha})
-        (zoo / f"{name}.json").write_text(json.dumps(reg, indent=2) + "\n")
+        from robustart.paths import inside
+
+        inside(zoo, f"{name}.json", "--name").write_text(json.dumps(reg, indent=2) + "\n")
     return {"name": name, "out": str(out), "weights": str(wpath), "sha256": sha, "params": params,
             "registered": register}

@@ -233,7 +233,10 @@ def cache_path(entry, weights_sha256: str | None, cfg: GenConfig) -> Path:
 
     key = stable_hash({"model": entry.name, "arch": entry.arch, "weights_sha256": weights_sha256,
                        "input_size": list(entry.input_size), "gen": cfg.to_dict()})
-    return cache_dir() / f"{entry.name}-{cfg.method}-n{cfg.n}-s{cfg.seed}-{key[:16]}.pt"
+    from robustart.paths import file_name, inside
+
+    return inside(cache_dir(), file_name(f"{entry.name}-{cfg.method}-n{cfg.n}-s{cfg.seed}") + f"-{key[:16]}.pt",
+                  "calibration cache file")
 
 
 def images_for(model, cfg: GenConfig, *, use_cache: bool = True, progress=None) -> tuple[torch.Tensor, Path]:

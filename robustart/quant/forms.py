@@ -126,7 +126,9 @@ def quantize_zoo_model(model, qcfg: QuantConfig, calib: CalibSet, *, use_cache: 
         use_mpq(model.net)
     model.to(dev)
     key = cache_key(entry, model.weights_sha256, qcfg, calib)
-    path = cache_dir() / f"{entry.name}-{qcfg.form}-{key}.pt"
+    from robustart.paths import file_name, inside
+
+    path = inside(cache_dir(), file_name(f"{entry.name}-{qcfg.form}") + f"-{key}.pt", "quantized-model cache file")
     reused = False
     if use_cache and path.is_file():
         try:

@@ -132,15 +132,19 @@ def _dataset_labels(jobs: pd.DataFrame) -> pd.Series:
 
 
 def read_jobs(store: ResultsStore) -> pd.DataFrame:
-    """One row per job in the store (any status), from its meta.json."""
+    """One row per job in the store (any status), from its meta.json; a damaged job (its files
+    do not prove its records) has status `damaged` and says why in `problem`."""
     rows = []
     for key in store.keys():
+        state = store.check(key)
         try:
-            meta = json.loads(store.meta_path(key).read_text())
-        except (OSError, ValueError):
-            continue  # a meta being written right now; it shows up in the next report
-        rows.append(_job_row(key, meta))
-    jobs = pd.DataFrame(rows, columns=JOB_COLUMNS)
+            row = _job_row(key, state.meta or {})
+        except Exception as e:  # a meta.json of the right shape with wrong contents
+            row = {"key": key}
+            state.problems.append(f"meta.json: {type(e).__name__}: {e}")
+        row.update(status="damaged" if state.damaged else state.status, problem=state.reason)
+        rows.append(row)
+    jobs = pd.DataFrame(rows, columns=JOB_COLUMNS + ["problem"])
     if len(jobs):
         jobs["dataset_label"] = _dataset_labels(jobs)
     return jobs
@@ -180,12 +184,13 @@ def read_records(store: ResultsStore, keys) -> pd.DataFrame:
                         ("correct", pa.bool_()), ("status", pa.string()), ("clean_pred", pa.int32()),
                         ("clean_correct", pa.bool_()), ("job", pa.string()), ("_dir", pa.string())])
     keys = list(keys)
-    files = [str(p) for k in keys for p in sorted(store.records_dir(k).glob("shard-*.parquet"))]
+    files = [str(p) for k in keys for p in store.shard_files(k)]
     if not files:
         return pd.DataFrame({c: pd.Series(dtype=t) for c, t in [
             ("job", "object"), ("sample_id", "object"), ("label", "int32"), ("pred", "int32"),
             ("correct", "bool"), ("status", "object"), ("clean_pred", "int32"), ("clean_correct", "bool")]})
-    # The job key is the folder two levels above each shard: read it as a partition field.
+    # The job key is the folder two levels above each shard (its records folder below it): read
+    # it as a partition field.
     part = ds.DirectoryPartitioning(pa.schema([("job", pa.string()), ("_dir", pa.string())]))
     dataset = ds.dataset(files, schema=schema, format="parquet", partitioning=part,
                          partition_base_dir=str(store.jobs_dir))

@@ -189,6 +189,8 @@ def build_report(store: str | Path | ResultsStore | None = None, out: str | Path
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
     data = L.load(st, models, noises)
+    for _, j in data.all_jobs[data.all_jobs["status"] == "damaged"].iterrows():
+        log(f"job {j['key']} is damaged and left out: {j['problem']} (`robustart results verify --repair`)")
     _require_results(data, models, noises)
     secs["read"] = time.perf_counter() - t0
     log(f"read {len(data.jobs)} jobs, {len(data.records)} records from {st.root} ({secs['read']:.2f} s)")

@@ -71,10 +71,12 @@ def _check_sha256(path: Path, expected: str | None, what: str) -> str:
 def url_cache_path(url: str, cache_dir: Path | None = None) -> Path:
     cache_dir = Path(cache_dir or settings.weights_dir())
     parsed = urllib.parse.urlparse(url)
-    name = Path(parsed.path).name or "checkpoint"
+    from robustart.paths import file_name
+
+    name = file_name(Path(parsed.path).name or "checkpoint", limit=200)
     # The host and a hash of the full URL keep two sources with the same file name apart.
     tag = hashlib.sha256(url.encode()).hexdigest()[:10]
-    return cache_dir / "url" / f"{parsed.hostname or 'local'}-{tag}" / name
+    return cache_dir / "url" / file_name(f"{parsed.hostname or 'local'}-{tag}") / name
 
 
 def hf_cache_dir(cache_dir: Path | None = None) -> Path:
