@@ -296,7 +296,8 @@ def zoo_info(
 
         forms = form_provider().examples(e)
         rows.append(["forms", ", ".join(forms) + " ... (any wNaM; settings after ':', e.g. "
-                     f"{e.name}@w4a4:observer=mse,recon=on; see README)"])
+                     f"{e.name}@w4a4:observer=mse,recon=on; binarized forms of float weights are untrained: "
+                     "python -m robustart.quant.train ... --register NAME makes a trained one; see README)"])
     else:
         rows.append(["form settings", json.dumps(d["quant"])])
     C.emit_table(["field", "value"], rows, fmt=fmt, title=f"robustart zoo info — {e.name}", keep=("field",))

@@ -317,7 +317,11 @@ def test_hostile_names_in_cli_and_reports(imagenet_sample, tmp_path, _isolated_h
     for model in (str(_isolated_home / "zoo" / "hostile.json"), "efficientnet_lite0"):
         r = _eval("--model", model, "--data", str(labels), store=store)
         assert r.exit_code == 0, r.output
-    assert HOSTILE.split()[0] in r.output or True
+    rows = runner.invoke(app, ["results", "list", "--store", str(store), "--format", "tsv"]).stdout.splitlines()
+    assert any(row.split("\t")[2] == name and row.split("\t")[4] == "labels:labels <script>.txt" for row in rows), rows
+    key = next(row.split("\t")[0] for row in rows if name in row)
+    r = runner.invoke(app, ["results", "show", key, "--store", str(store), "--records", "2", "--format", "tsv"])
+    assert r.exit_code == 0 and f"[ sub/b] $\\q$ <script> {GOLDFISH}.JPEG" in r.stdout, r.output
     for args in (["results", "list", "--store", str(store), "--format", "table"], ["zoo", "list", "--format", "table"],
                  ["results", "list", "--store", str(store)], ["zoo", "list"]):
         r = runner.invoke(app, args)

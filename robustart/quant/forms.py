@@ -205,9 +205,11 @@ class QuantForms:
         from robustart.quant.bwta import FAMILIES as BWTA_FAMILIES
         from robustart.quant.qconfig import NAMED_FORMS, binary_methods
 
-        forms = [f"{entry.name}@{f}" for f in NAMED_FORMS] + [f"{entry.name}@binary-{m}" for m in binary_methods()[:1]]
+        # binarized forms of float weights are untrained: named so (a trained one is a local entry)
+        forms = [f"{entry.name}@{f}" for f in NAMED_FORMS] + [f"{entry.name}@binary-{m}:untrained=yes"
+                                                               for m in binary_methods()[:1]]
         if entry.family in BWTA_FAMILIES:  # APQ-ViT calibration and BWTA (robustart.quant.apq / bwta)
-            forms += [f"{entry.name}@w4a4:method=apq", f"{entry.name}@bwta"]
+            forms += [f"{entry.name}@w4a4:method=apq", f"{entry.name}@bwta:untrained=yes"]
         elif entry.family == "cnn":  # data-free calibration from BatchNorm statistics (robustart.quant.dsg)
             forms += [f"{entry.name}@w4a4:calib_data=dsg"]
         return forms
