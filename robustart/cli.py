@@ -153,6 +153,9 @@ def eval_cmd(
         out.print(f"{len(res.jobs)} jobs ({len(res.jobs) - reused} run, {reused} reused; --force recomputes) in "
                   f"{res.jobs[0].store.root}; keys: `robustart results list`", highlight=False, soft_wrap=True)
     _print_skipped(res.skipped_summary())
+    if not first["weights_verified"]:
+        C.warning(f"model {first['model']}: its entry pins no sha256, so its checkpoint was loaded unverified "
+                  "(meta.json: weights_verified false).")
     for why in res.unavailable:
         C.warning(why)
     for j in res.jobs:

@@ -80,15 +80,15 @@ class DataSource:
     read: object = None
     split: str | None = None
 
+    def skipped_items(self) -> list[tuple[str, str]]:
+        """(path, reason) of every skipped file."""
+        return [tuple(s.rsplit(": ", 1)) if ": " in s else (s, "skipped") for s in self.skipped]
+
     @property
     def name(self) -> str:
         if self.split:
             return f"{self.kind}:{self.split}"
         return "builtin" if self.kind == "builtin" else f"{self.kind}:{self.root.name}"
-
-    def skipped_items(self) -> list[tuple[str, str]]:
-        """(path, reason) of every skipped file."""
-        return [tuple(s.rsplit(": ", 1)) if ": " in s else (s, "skipped") for s in self.skipped]
 
     def take(self, limit: int | None) -> list[Sample]:
         if limit is not None and limit < 0:
@@ -358,14 +358,10 @@ def _wnid_samples(folder: Path, prefix: str, label_of: dict[str, int], samples: 
         if wdir.name not in label_of:
             skipped.append(f"{prefix}{wdir.name}: not an ImageNet-1k wnid folder")
             continue
-        for p in sorted(wdir.rglob("*")):
-            rel = p.relative_to(folder).as_posix()
-            if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
-                continue
-            if _is_image_name(p):
-                samples.append(Sample(prefix + rel, label_of[wdir.name], p))
-            else:
-                skipped.append(f"{prefix}{rel}: not an image file name")
+        here: list[str] = []
+        for rel, p in _walk(wdir, folder, here):
+            samples.append(Sample(prefix + rel, label_of[wdir.name], p))
+        skipped.extend(prefix + s for s in here)
 
 
 def imagenet_c(path: Path) -> DataSource:
@@ -422,14 +418,8 @@ def imagenet_v2(path: Path) -> DataSource:
             + (f", found {bad[:5]}" if bad else ", found none") + "."
         )
     for d in dirs:
-        for p in sorted(d.rglob("*")):
-            rel = p.relative_to(path).as_posix()
-            if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
-                continue
-            if _is_image_name(p):
-                samples.append(Sample(rel, int(d.name), p))
-            else:
-                skipped.append(f"{rel}: not an image file name")
+        for rel, p in _walk(d, path, skipped):
+            samples.append(Sample(rel, int(d.name), p))
     if not samples:
         raise DataError(f"{path}: the ImageNetV2 class folders hold no images.")
     return DataSource("imagenetv2", path, _sorted(samples), 1000, skipped)

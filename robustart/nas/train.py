@@ -207,6 +207,7 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
                         auxiliary=cfg.auxiliary, width=cfg.width, tags=tags,
                         description=f"{recipe}, {cfg.epochs} epochs on {len(x_all)} {kind} training images")
     torch.manual_seed(cfg.seed)
+    import robustart.nas.models  # noqa: F401  registers small_resnet (a cnn-family arch) with timm
     model = ZooModel(build_network(entry), entry)
     params = sum(p.numel() for p in model.net.parameters())
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,

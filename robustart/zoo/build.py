@@ -129,7 +129,7 @@ def build(
     if seed is not None:
         torch.manual_seed(seed)
     net = build_network(entry)
-    if entry.form != "fp" and entry.weights.kind == "file":  # a local entry of a trained form: its layers first
+    if isinstance(entry.quant, dict) and entry.quant.get("trained"):  # a local entry of a trained form: its layers first
         net = form_provider(entry.form).trained_network(net, entry)
     sha = None
     if pretrained:
