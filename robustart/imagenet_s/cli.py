@@ -96,5 +96,10 @@ def build_cmd(
                     progress=sys.stderr.isatty())
     except (RobustartError, KeyError) as e:
         _fail(e)
-    typer.echo(f"{len(m['variants'])} variants x {len(m['samples'])} images in {out} "
-               f"(fingerprint {m['fingerprint']}); evaluate with --noise imagenet-s:shards={out}")
+    from robustart import console as C
+    from robustart.imagenet_s import grid as G
+
+    C.out.print(f"{len(m['variants'])} variants x {len(m['samples'])} images in {out} "
+                f"(fingerprint {m['fingerprint']}); evaluate with --noise imagenet-s:shards={out}", soft_wrap=True)
+    for why in G.left_out(decoders=decoders is None, resizers=resizers is None):  # named, never dropped silently
+        C.warning(why.replace("of the sweep", "of the build"))
