@@ -12,7 +12,7 @@ start from them and are distilled (KL to the float network's softmax): BNN with
 Every model is evaluated by the same code: top-1 on the first `--test` test images; PGD
 (robustart.attack, `pgd:eps=0.03,steps=10`) and Gaussian noise (std 0.18 as ImageNet-C severity 3,
 seeded) on the first `--robust` of them. Trained float models are registered as local zoo entries
-(`fmnist-vit`, `fmnist-mixer`), so `robustart eval --model fmnist-vit@bwta --data fashion-mnist:test`
+(`fmnist-vit`, `fmnist-mixer`), so `robustart eval --model fmnist-vit@w4a4:method=apq --data fashion-mnist:test`
 etc. run on them. Everything is checkpointed under --out; a rerun resumes and reuses finished rows.
 """
 

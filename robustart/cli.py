@@ -10,15 +10,30 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
+from robustart import console as C
 from robustart.errors import RobustartError
 
+
+class _Group(TyperGroup):
+    """Every command runs inside this: an error the user caused (a RobustartError, from any
+    command or sub-command) ends in one `error:` line and exit code 2; `--debug` (or
+    ROBUSTART_DEBUG=1) shows its traceback instead."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except C.user_errors() as e:
+            if C.debug():
+                raise
+            C.fail(e)
+
+
 app = typer.Typer(help="Robustness evaluation platform and model zoo for image classifiers.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, cls=_Group)
 zoo_app = typer.Typer(help="The model zoo: list, inspect and download models.", no_args_is_help=True)
 results_app = typer.Typer(help="The results store: list, show and verify jobs.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
@@ -30,16 +45,21 @@ app.add_typer(nas_app, name="nas")
 from robustart.quant.cli import app as quant_app  # noqa: E402
 app.add_typer(quant_app, name="quant")
 
-out = Console()
-err = Console(stderr=True)
+out = C.out
+err = C.err
 
 StoreOpt = Annotated[Optional[Path], typer.Option("--store", help="Results store folder \\[env ROBUSTART_STORE, default ~/.robustart/results].")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout instead of tables.")]
+FormatOpt = Annotated[Optional[str], typer.Option("--format", help="table, tsv or json (default: table on a terminal, tsv when piped).")]
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error [env ROBUSTART_DEBUG=1].")] = False) -> None:
+    C.set_debug(debug)
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    C.fail(e)
 
 
 def _fmt(v) -> str:
@@ -49,7 +69,7 @@ def _fmt(v) -> str:
 
 
 def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str, allow_nan=True) + "\n")
+    C.print_json(obj)
 
 
 # --------------------------------------------------------------------------- eval
@@ -67,6 +87,7 @@ def eval_cmd(
     noise: Annotated[str, typer.Option("--noise", "-n", help="Noise spec, e.g. clean, pgd, pgd:eps=4/255,steps=20, autoattack, adversarial (see `robustart noises`).")] = "clean",
     data: Annotated[Optional[str], typer.Option("--data", "-d", help="ImageFolder root, flat `<wnid>_*.JPEG` folder, labels file, or `builtin` (default: the built-in sample).")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help="Folder that a labels file's paths are relative to (default: the file's folder).")] = None,
+    classes: Annotated[Optional[Path], typer.Option("--classes", help="Class map of an ImageFolder whose folders are not ImageNet wnids: `folder label` lines (label: wnid or index), or folder names alone, one per line, for labels 0, 1, ... in that order (default: classes.txt in the folder).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="Use the first N samples (ordered by relative path).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per forward pass.")] = 32,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto.")] = "auto",
@@ -85,23 +106,23 @@ def eval_cmd(
     from robustart.engine.evaluate import evaluate_suite
     from robustart.noises import NoiseSpecError, with_params
 
-    try:
-        if corruption_impl:
-            try:
-                noise = with_params(noise, impl=corruption_impl)
-            except NoiseSpecError as e:
-                raise RobustartError(f"--corruption-impl applies to corruption noises (corruption:..., imagenet-c): {e}")
-        res = evaluate_suite(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
-                             workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
-                             data_root=data_root, progress=not as_json and sys.stderr.isatty(), backend=backend,
-                             verify_data=verify_data)
-    except (RobustartError, KeyError) as e:
-        _fail(e)
+    if corruption_impl:
+        try:
+            noise = with_params(noise, impl=corruption_impl)
+        except NoiseSpecError as e:
+            raise RobustartError(f"--corruption-impl applies to corruption noises (corruption:..., imagenet-c): {e}")
+    res = evaluate_suite(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device,
+                         workers=workers, store=store, force=force, shard_size=shard_size, seed=seed,
+                         data_root=data_root, progress=not as_json and sys.stderr.isatty(), backend=backend,
+                         classes=classes, verify_data=verify_data)
     if as_json:
-        _print_json(res.jobs[0].to_json() if len(res.jobs) == 1 else res.to_json())
+        obj = res.jobs[0].to_json() if len(res.jobs) == 1 else res.to_json()
+        obj["skipped"] = res.skipped_summary()
+        obj["unavailable"] = res.unavailable
+        _print_json(obj)
         return
     first = res.jobs[0].to_json()
-    shown_model = first["model"] + (f"@{first['form']} ({first['backend']})" if first.get("form", "fp") != "fp" else "")
+    shown_model = first["model_spec"] + (f" ({first['backend']})" if first.get("form", "fp") != "fp" else "")
     t = Table(title=Text(f"robustart eval — {shown_model} · {noise} · {first['dataset']}"), title_justify="left")
     if len(res.jobs) > 24:  # a big suite (imagenet-c: 75 cells) reads better as its suite tables
         t.caption = f"{len(res.jobs)} jobs: the first and last 3 shown; all in `--json` and `robustart results list`"
@@ -127,18 +148,35 @@ def eval_cmd(
     if len(res.jobs) == 1:
         j = res.jobs[0]
         how = "reused the finished job (--force recomputes)" if j.reused else "stored"
-        out.print(f"job [bold]{j.key}[/] {how} in {j.store.root}", highlight=False, soft_wrap=True)
+        out.print(Text.assemble("job ", (j.key, "bold"), f" {how} in {j.store.root}"), soft_wrap=True)
     else:
         reused = sum(j.reused for j in res.jobs)
         out.print(f"{len(res.jobs)} jobs ({len(res.jobs) - reused} run, {reused} reused; --force recomputes) in "
                   f"{res.jobs[0].store.root}; keys: `robustart results list`", highlight=False, soft_wrap=True)
+    _print_skipped(res.skipped_summary())
+    if not first["weights_verified"]:
+        C.warning(f"model {first['model']}: its entry pins no sha256, so its checkpoint was loaded unverified "
+                  "(meta.json: weights_verified false).")
+    for why in res.unavailable:
+        C.warning(why)
     for j in res.jobs:
-        for w in j.warnings():  # user-facing text as text, never as markup
-            err.print(Text.assemble(("warning:", "yellow"), f" {j.key}: {w}"), highlight=False, soft_wrap=True)
+        for w in j.warnings():
+            C.warning(f"{j.key}: {w}")
     failed = res.jobs[0].records
     failed = failed[failed["status"] != "ok"]
     for _, r in failed.head(5).iterrows():
-        err.print(f"[yellow]failed:[/] {r['sample_id']}: {r['error']}", highlight=False, soft_wrap=True)
+        C.line("failed:", "yellow", f"{r['sample_id']}: {r['error']}")
+
+
+def _print_skipped(s: dict) -> None:
+    """Files the dataset source skipped: the count per reason and the first few (all of them are
+    in `--json` and the job's meta.json)."""
+    if not s["count"]:
+        return
+    reasons = "; ".join(f"{n} {why}" for why, n in s["reasons"].items())
+    C.warning(f"{s['count']} file(s) in the dataset were skipped ({reasons}); first: "
+              + ", ".join(s["first"]) + (" ..." if s["count"] > len(s["first"]) else "")
+              + ". All are listed in each job's meta.json (`skipped`).")
 
 
 def _print_suite_metrics(metrics: dict) -> None:
@@ -177,23 +215,20 @@ def _print_suite_metrics(metrics: dict) -> None:
 
 
 @app.command("noises", rich_help_panel="Evaluate")
-def noises_cmd(as_json: JsonOpt = False) -> None:
+def noises_cmd(as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """The noise specs `--noise` takes, with their parameters."""
     from robustart.noises import listing
 
+    fmt = C.output_format(fmt, as_json)
     rows = listing()
-    if as_json:
+    if fmt == "json":
         _print_json({name: {"help": h, "params": params} for name, h, params in rows})
         return
-    t = Table(title=f"robustart noises — {len(rows)}", title_justify="left")
-    t.add_column("name", no_wrap=True, style="bold")
-    t.add_column("what")
-    t.add_column("parameters", overflow="fold")
-    for name, h, params in rows:
-        t.add_row(name, h, ", ".join(params))
-    out.print(t)
-    out.print("Grammar: NAME[:k=v,k=v] (e.g. pgd:eps=4/255,steps=20, corruption:glass_blur:3). "
-              "Fractions like 4/255 are read as numbers.", highlight=False)
+    C.emit_table(["name", "what", "parameters"], [[n, h, ", ".join(p)] for n, h, p in rows], fmt=fmt,
+                 title=f"robustart noises — {len(rows)}", keep=("name",))
+    if fmt == "table":
+        out.print("Grammar: NAME[:k=v,k=v] (e.g. pgd:eps=4/255,steps=20, corruption:glass_blur:3). "
+                  "Fractions like 4/255 are read as numbers.")
 
 
 # --------------------------------------------------------------------------- zoo
@@ -206,10 +241,12 @@ def zoo_list(
     offline: Annotated[bool, typer.Option("--offline", help="Only models whose weights are here without a network.")] = False,
     pattern: Annotated[Optional[str], typer.Option("--pattern", help="Shell-style name pattern, e.g. 'resnet50*'.")] = None,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
-    """List zoo models."""
+    """List zoo models (a table that fits the terminal; --format tsv or json for every column)."""
     from robustart.zoo.registry import all_tags, list_entries
 
+    fmt = C.output_format(fmt, as_json)
     try:
         entries = list_entries(family=family, tags=tag or (), offline=True if offline else None, pattern=pattern)
     except ValueError as e:
@@ -217,57 +254,57 @@ def zoo_list(
     unknown = [t for t in (tag or []) if t not in all_tags()]
     if unknown:
         _fail(RobustartError(f"unknown tag(s) {unknown}; known tags: {', '.join(all_tags())}"))
-    if as_json:
-        _print_json([e.to_dict() for e in entries])
-        return
-    t = Table(title=f"robustart zoo — {len(entries)} models", title_justify="left",
-              caption="Each model also has quantized and binarized forms: NAME@w8a8, NAME@w4a4, NAME@binary-irnet, "
-                      "... (`robustart zoo info NAME`).")
-    t.add_column("name", no_wrap=True)
-    for c in ("family", "arch", "params (M)", "input", "tags", "weights"):
-        t.add_column(c, justify="right" if c == "params (M)" else "left", overflow="fold")
-    for e in entries:
-        t.add_row(e.name, e.family, e.arch, f"{e.params / 1e6:.1f}", f"{e.input_size[-1]}",
-                  ", ".join(e.tags), e.weights.kind)
-    out.print(t)
+    cols = ["name", "family", "params (M)", "input", "weights", "tags", "arch"]
+    rows = [[e.name, e.family, f"{e.params / 1e6:.1f}", f"{e.input_size[-1]}",
+             e.weights.kind + ("" if _verified(e) else " (unverified)"), ", ".join(e.tags), e.arch] for e in entries]
+    C.emit_table(cols, rows, fmt=fmt, title=f"robustart zoo — {len(entries)} models",
+                 caption="Forms of each model: NAME@w8a8, NAME@w4a4, ... (`robustart zoo info NAME`).",
+                 keep=("name",), drop_order=("arch", "tags", "input", "family"), right=("params (M)", "input"),
+                 records=[e.to_dict() for e in entries])
+
+
+def _verified(e) -> bool:
+    """Whether loading checks the entry's checkpoint: a pinned sha256, or the hub's LFS hash."""
+    return bool(e.weights.sha256) or e.weights.kind in ("hf_hub", "none")
 
 
 @zoo_app.command("info")
 def zoo_info(
     name: Annotated[str, typer.Argument(help="Zoo model name.")],
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """Everything the registry knows about one model."""
     from robustart.zoo.registry import get_entry
 
-    try:
-        e = get_entry(name)
-    except KeyError as ex:
-        _fail(ex)
+    fmt = C.output_format(fmt, as_json)
+    e = get_entry(name)
     d = e.to_dict()
     d["available_offline"] = e.available_offline()
-    if as_json:
+    d["weights"]["verified"] = _verified(e)
+    if fmt == "json":
         _print_json(d)
         return
-    t = Table(show_header=False, title=f"robustart zoo info — {e.name}", title_justify="left")
-    t.add_column("field", style="bold")
-    t.add_column("value")
+    rows = []
     for k in ("name", "family", "arch", "timm_name", "form", "params", "tags", "input_size", "crop_pct",
               "interpolation", "mean", "std", "num_classes", "license", "paper"):
         v = d[k]
-        t.add_row(k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else f"{v:,}" if k == "params" else str(v))
-    t.add_row("weights", d["weights"]["source"])
-    t.add_row("sha256", str(d["weights"]["sha256"] or "(verified against the hub's LFS hash)" if e.weights.kind == "hf_hub" else d["weights"]["sha256"]))
-    t.add_row("available offline", str(d["available_offline"]))
+        rows.append([k, ", ".join(map(str, v)) if isinstance(v, (list, tuple)) else f"{v:,}" if k == "params" else str(v)])
+    rows.append(["weights", d["weights"]["source"]])
+    sha = d["weights"]["sha256"]
+    rows.append(["sha256", sha if sha else "(verified against the hub's LFS hash)" if e.weights.kind == "hf_hub"
+                 else "unverified: the entry pins no sha256, so its checkpoint is loaded unchecked"])
+    rows.append(["available offline", str(d["available_offline"])])
     if e.form == "fp":
         from robustart.zoo.registry import form_provider
 
         forms = form_provider().examples(e)
-        t.add_row("forms", ", ".join(forms) + " ... (any wNaM; settings after ':', e.g. "
-                  f"{e.name}@w4a4:observer=mse,recon=on; see README)")
+        rows.append(["forms", ", ".join(forms) + " ... (any wNaM; settings after ':', e.g. "
+                     f"{e.name}@w4a4:observer=mse,recon=on; binarized forms of float weights are untrained: "
+                     "python -m robustart.quant.train ... --register NAME makes a trained one; see README)"])
     else:
-        t.add_row("form settings", json.dumps(d["quant"]))
-    out.print(t)
+        rows.append(["form settings", json.dumps(d["quant"])])
+    C.emit_table(["field", "value"], rows, fmt=fmt, title=f"robustart zoo info — {e.name}", keep=("field",))
 
 
 @zoo_app.command("download")
@@ -290,10 +327,10 @@ def zoo_download(
     for e in entries:
         try:
             path = W.fetch(e, force=force and e.weights.kind != "package", progress=sys.stderr.isatty())
-            out.print(f"[green]ok[/] {e.name}: {path}", highlight=False, soft_wrap=True)
+            C.line("ok", "green", f"{e.name}: {path}", console=out)
         except RobustartError as ex:
             failures += 1
-            err.print(f"[red]failed[/] {e.name}: {escape(str(ex))}", highlight=False, soft_wrap=True)
+            C.line("failed", "red", f"{e.name}: {ex}")
     if failures:
         raise typer.Exit(1)
 
@@ -302,24 +339,25 @@ def zoo_download(
 
 
 @results_app.command("list")
-def results_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
+def results_list(store: StoreOpt = None, as_json: JsonOpt = False, fmt: FormatOpt = None) -> None:
     """Jobs in the store, with top-1 computed from their records; damaged jobs say why."""
     from robustart.noises import noise_label
     from robustart.results.store import ResultsStore
 
+    fmt = C.output_format(fmt, as_json)
     st = ResultsStore(store)
     df = st.summary(label=noise_label)  # the noise as a short label (pgd linf 4/255, corruption fog 3)
-    if as_json:
+    if fmt == "json":
         _print_json(df.to_dict(orient="records"))
         return
-    t = Table(title=f"robustart results — {st.root}", title_justify="left")
-    for c in ("key", "status", "model", "noise", "dataset", "n", "top-1 %", "finished"):
-        t.add_column(c)
+    rows = []
     for _, r in df.iterrows():
         n = f"{r['n_done']}/{r['n']}" if r["status"] != "complete" else str(r["n"])
-        t.add_row(r["key"], str(r["status"]), str(r["model"]), Text(str(r["noise"])), str(r["dataset"]), n,
-                  _fmt(r["top1"]), str(r["finished"] or ""))
-    out.print(t)
+        rows.append([r["key"], str(r["status"]), str(r["model"]), str(r["noise"]), str(r["dataset"]), n,
+                     _fmt(r["top1"]), str(r["finished"] or "")])
+    C.emit_table(["key", "status", "model", "noise", "dataset", "n", "top-1 %", "finished"], rows, fmt=fmt,
+                 title=f"robustart results — {st.root}", keep=("key",),
+                 drop_order=("finished", "status", "n", "dataset"), right=("n", "top-1 %"))
     for _, r in df[df["status"] == "damaged"].iterrows():
         err.print(Text(f"damaged: {r['key']}: {r['problem']} (`robustart results verify --repair` recomputes "
                        "or removes it; `robustart eval` recomputes it)"), highlight=False, soft_wrap=True)
@@ -371,47 +409,51 @@ def results_show(
     store: StoreOpt = None,
     records: Annotated[int, typer.Option("--records", help="Also print the first N records.")] = 0,
     as_json: JsonOpt = False,
+    fmt: FormatOpt = None,
 ) -> None:
     """One job: its config, environment and metrics (computed from its records)."""
     from robustart.results import metrics as M
     from robustart.results.store import ResultsStore
 
+    fmt = C.output_format(fmt, as_json)
     st = ResultsStore(store)
-    try:
-        full = st.resolve(key)
-        state = st.check(full)
-        if state.damaged:
-            raise RobustartError(f"job {full} is damaged: {state.reason}. `robustart results verify --repair {full}` "
-                                 "recomputes or removes it.")
-        meta = state.meta
-        rec = st.read_records(full, meta)
-    except RobustartError as e:
-        _fail(e)
+    full = st.resolve(key)
+    state = st.check(full)
+    if state.damaged:
+        raise RobustartError(f"job {full} is damaged: {state.reason}. `robustart results verify --repair {full}` "
+                             "recomputes or removes it.")
+    meta = state.meta
+    rec = st.read_records(full, meta)
     summary = M.noise_summary(rec) if len(rec) else {}
-    if as_json:
+    if fmt == "json":
         _print_json({"meta": meta, "metrics": summary,
                      "records": rec.head(records).to_dict(orient="records") if records else []})
         return
     cfg = meta["config"]
-    t = Table(show_header=False, title=f"robustart job {full}", title_justify="left")
-    t.add_column("field", style="bold")
-    t.add_column("value")
     rows = [
         ("status", meta.get("status")), ("model", cfg["model"]["name"]), ("noise", json.dumps(cfg["noise"])),
         ("dataset", f"{cfg['dataset']['name']} (n={cfg['dataset']['n']}, fingerprint {cfg['dataset']['fingerprint']})"),
-        ("precision", cfg["precision"]), ("weights", cfg["model"]["weights"]), ("weights sha256", cfg["weights_sha256"]),
+        ("precision", cfg["precision"]), ("weights", cfg["model"]["weights"]),
+        ("weights sha256", cfg["weights_sha256"] if meta.get("weights_verified", True)
+         else f"{cfg['weights_sha256']} (unverified: the entry pins no sha256)"),
         ("records", f"{len(rec)} of {cfg['dataset']['n']}"),
     ]
+    if meta.get("skipped"):
+        rows.append(("skipped files", f"{len(meta['skipped'])} (listed in meta.json)"))
     rows += [(k, _fmt(v)) for k, v in summary.items()]
     rows += [("started", meta.get("started")), ("finished", meta.get("finished")),
              ("device", (meta.get("device") or {}).get("name")),
              ("versions", ", ".join(f"{k} {v}" for k, v in (meta.get("versions") or {}).items())),
              ("git", json.dumps(meta.get("git")))]
-    for k, v in rows:
-        t.add_row(k, str(v))
-    out.print(t)
+    C.emit_table(["field", "value"], [[k, str(v)] for k, v in rows], fmt=fmt, title=f"robustart job {full}",
+                 keep=("field",))
     if records:
-        out.print(rec.head(records).to_string())
+        head = rec.head(records)
+        cols = [str(c) for c in head.columns]
+        first = [c for c in ("sample_id", "label", "pred", "correct", "status") if c in cols]
+        C.emit_table(cols, [[_fmt(v) if isinstance(v, float) else v for v in row] for row in head.itertuples(index=False)],
+                     fmt=fmt, title=f"first {len(head)} records", keep=("sample_id",),
+                     drop_order=tuple(reversed([c for c in cols if c not in first])))
 
 
 @app.command("report", rich_help_panel="Report")
@@ -429,7 +471,7 @@ def report(
     from robustart.reports import build_report
     from robustart.reports import compare as compare_models
 
-    log = (lambda m: None) if as_json else (lambda m: err.print(f"[dim]report:[/] {m}", highlight=False))
+    log = (lambda m: None) if as_json else (lambda m: C.line("report:", "dim", m))
     try:
         if compare:
             c = compare_models(store, compare[0], compare[1], out_dir, noises=noises, log=log)

@@ -270,7 +270,10 @@ def test_flat_folder_skips_non_images_and_non_wnid_names(tmp_path, photos):
         "README.JPEG",
         "n99999999_fake.JPEG",
         "N01440764_upper.JPEG",
+        ".hidden.JPEG",
+        "subdir/",
     }
+    assert skipped[".hidden.JPEG"].endswith("hidden") and "folder" in skipped["subdir/"]  # counted, not read
     assert "not an image" in skipped["notes.txt"]
     assert "not an image" in skipped[f"{good.wnid}_copy.txt"]
     for n in ("README.JPEG", "n99999999_fake.JPEG", "N01440764_upper.JPEG"):
@@ -298,32 +301,45 @@ def test_image_folder_with_wnid_folders(tmp_path, photos):
     assert len(src.skipped) == 1 and src.skipped[0].startswith(f"{photos[0].wnid}/labels.csv")
 
 
-def test_image_folder_with_class_name_folders(tmp_path, photos):
+def test_image_folder_with_class_name_folders_needs_a_class_map(tmp_path, photos):
     root = tmp_path / "named"
-    # Created out of order; one folder looks like a wnid, so the layout is "named classes".
+    # Created out of order; one folder looks like a wnid.
     classes = ["zebra", "n01440764", "apple", "Dog"]
     for c in classes:
         _copy(photos[0].path, root / c / "a.JPEG")
         _copy(photos[1 % len(photos)].path, root / c / "b.jpeg")
     (root / ".git").mkdir()  # hidden folders are not classes
 
+    # one wnid folder among named ones: ImageNet labels for it, the others skipped and reported
+    src = open_source(root)
+    assert {s.id: s.label for s in src.samples} == {"n01440764/a.JPEG": 0, "n01440764/b.jpeg": 0}
+    assert sorted(p for p, _ in src.skipped_items()) == ["Dog/", "apple/", "zebra/"]
+    # named folders alone: no positional labels unless asked for
+    shutil.rmtree(root / "n01440764")
+    with pytest.raises(DataError, match="--classes FILE") as e:
+        open_source(root)
+    assert str(root) in str(e.value)
+    # folder names alone, in the order the user wants: labels 0, 1, 2
+    (root / "classes.txt").write_text("zebra\napple\nDog\n")
     src = open_source(root)
     assert src.kind == "imagefolder"
-    assert src.num_classes == 4
-    order = sorted(classes)  # ["Dog", "apple", "n01440764", "zebra"]
-    assert {s.id: s.label for s in src.samples} == {
-        f"{c}/{f}": order.index(c) for c in classes for f in ("a.JPEG", "b.jpeg")
-    }
-    assert {s.label for s in src.samples if s.id.startswith("n01440764/")} == {2}
+    order = ["zebra", "apple", "Dog"]
+    assert {s.id: s.label for s in src.samples} == {f"{c}/{f}": order.index(c) for c in order for f in ("a.JPEG", "b.jpeg")}
+    # `folder label` lines, wnids or indices, given with --classes
+    cmap = tmp_path / "map.txt"
+    cmap.write_text("zebra n02391049\napple 948\n")
+    src = open_source(root, classes=cmap)
+    assert {s.id.split("/")[0]: s.label for s in src.samples} == {"zebra": 340, "apple": 948}
+    assert ("Dog/", "folder not in the class map map.txt") in src.skipped_items()
 
 
-def test_image_folder_unknown_wnid_folder_is_an_error(tmp_path, photos):
+def test_image_folder_unknown_wnid_folder_is_skipped_and_reported(tmp_path, photos):
     root = tmp_path / "val"
     _copy(photos[0].path, root / "n01440764" / "a.JPEG")
     _copy(photos[0].path, root / "n00000000" / "a.JPEG")
-    with pytest.raises(DataError) as e:
-        open_source(root)
-    assert "n00000000" in str(e.value) and str(root) in str(e.value)
+    src = open_source(root)
+    assert [s.id for s in src.samples] == ["n01440764/a.JPEG"]
+    assert src.skipped_items() == [("n00000000/", "not an ImageNet-1k wnid (give --classes to use it)")]
 
 
 def test_image_folder_with_no_images_is_an_error(tmp_path):
@@ -331,6 +347,7 @@ def test_image_folder_with_no_images_is_an_error(tmp_path):
     (root / "cat").mkdir(parents=True)
     (root / "dog").mkdir()
     (root / "dog" / "notes.txt").write_text("x")
+    (root / "classes.txt").write_text("cat\ndog\n")
     with pytest.raises(DataError, match="no image files") as e:
         open_source(root)
     assert str(root) in str(e.value)
@@ -447,6 +464,7 @@ def test_samples_sorted_by_id_regardless_of_creation_order(tmp_path, photos):
     # ImageFolder and labels file: same rule (relative path is the id, and the order)
     for c, f in (("zz", "b.JPEG"), ("aa", "c.JPEG"), ("zz", "a.JPEG"), ("mm", "a.JPEG")):
         _copy(photos[0].path, tmp_path / "classes" / c / f)
+    (tmp_path / "classes" / "classes.txt").write_text("aa\nmm\nzz\n")
     assert [s.id for s in open_source(tmp_path / "classes").samples] == [
         "aa/c.JPEG", "mm/a.JPEG", "zz/a.JPEG", "zz/b.JPEG"
     ]

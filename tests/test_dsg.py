@@ -138,7 +138,8 @@ def test_robustart_eval_reaches_the_three_forms(fashion_mnist, _isolated_home, t
         ("tiny-bn@w8a8:calib_data=dsg,calib=2,gen_iters=2", "w8a8", lambda c: c["calibration"]["generated"]["iters"] == 2),
         ("tiny-vit@w4a4:method=apq,calib=8", "w4a4", lambda c: c["quant"]["method"] == "apq"
          and c["quant"]["softmax"] == "mpq"),
-        ("tiny-vit@bwta:calib=8", "bwta", lambda c: c["quant"]["form"] == "bwta"),
+        ("tiny-vit@bwta:calib=8,untrained=yes", "bwta", lambda c: c["quant"]["form"] == "bwta"
+         and c["quant"]["untrained"] is True),
     ):
         r = runner.invoke(app, ["eval", "--model", model, *common])
         assert r.exit_code == 0, r.output
@@ -153,6 +154,8 @@ def test_robustart_eval_reaches_the_three_forms(fashion_mnist, _isolated_home, t
     assert r.exit_code == 0 and json.loads(r.stdout)["key"] != res["key"]
     r = runner.invoke(app, ["eval", "--model", "tiny-bn@bwta", *common])
     assert r.exit_code == 2 and "error:" in r.output and "transformer and mixer" in r.output
+    r = runner.invoke(app, ["eval", "--model", "tiny-vit@bwta:calib=8", *common])  # untrained, not asked for
+    assert r.exit_code == 2 and "train_bwta" in r.output and "untrained=yes" in r.output
     r = runner.invoke(app, ["eval", "--model", "tiny-vit@w8a8:calib_data=dsg,calib=2", *common])
     assert r.exit_code == 2 and "BatchNorm" in r.output
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from robustart.errors import RobustartError
 from robustart.quant import backends as B
 from robustart.quant import fake as Q
 from robustart.quant import observers as O
@@ -388,9 +389,12 @@ def test_binary_forms_go_through_binarize_model(imagenet_sample, tmp_path):
     with pytest.raises(FormError, match="Methods: " + ", ".join("binary-" + m for m in METHODS)):
         get_entry("efficientnet_lite0@binary-foo")
     fp = evaluate("efficientnet_lite0", imagenet_sample, limit=2, store=tmp_path, progress=False)
-    res = evaluate("efficientnet_lite0@binary-bnn", imagenet_sample, limit=2, store=tmp_path, progress=False)
+    with pytest.raises(RobustartError, match="python -m robustart.quant.train"):  # float weights, not trained
+        evaluate("efficientnet_lite0@binary-bnn", imagenet_sample, limit=2, store=tmp_path, progress=False)
+    res = evaluate("efficientnet_lite0@binary-bnn:untrained=yes", imagenet_sample, limit=2, store=tmp_path,
+                   progress=False)
     cfg = res.meta["config"]
-    assert cfg["model"]["form"] == "binary" and cfg["model"]["quant"] == {"method": "bnn"}
+    assert cfg["model"]["form"] == "binary" and cfg["model"]["quant"] == {"method": "bnn", "untrained": True}
     assert res.key != fp.key
     assert (res.records["prob"].values != fp.records["prob"].values).all()  # the network changed
 

@@ -1,7 +1,8 @@
 """Dataset sources. Every source yields samples ordered by their relative path, which is also
 the sample id, so `--limit N` always means the same N images.
 
-  ImageFolder   root/<class>/<file>            (ImageNet val in wnid folders)
+  ImageFolder   root/<class>/<file>            (ImageNet val in wnid folders; other class names
+                                               need a class map: --classes FILE or root/classes.txt)
   FlatFolder    root/<wnid>_<name>.JPEG         (the layout of the shared ImageNet sample)
   LabelsFile    a text file of `relative/path label` lines (label: index or wnid)
   BuiltinSample a few real photos that installed packages ship, with ImageNet labels
@@ -71,13 +72,17 @@ class DataSource:
     root: Path
     samples: list[Sample]
     num_classes: int = 1000
-    skipped: list[str] = field(default_factory=list)  # files ignored while listing, with reason
+    skipped: list[str] = field(default_factory=list)  # files ignored while listing: "path: reason"
     # ImageNet-1k indices (sorted) the dataset's classes are restricted to (ImageNet-A/R); the
     # model's logits outside them are masked. None: all classes compete.
     class_subset: tuple[int, ...] | None = None
     # In-memory datasets (data/arrays.py): sample -> uint8 CHW tensor, instead of decoding a file.
     read: object = None
     split: str | None = None
+
+    def skipped_items(self) -> list[tuple[str, str]]:
+        """(path, reason) of every skipped file."""
+        return [tuple(s.rsplit(": ", 1)) if ": " in s else (s, "skipped") for s in self.skipped]
 
     @property
     def name(self) -> str:
@@ -114,28 +119,129 @@ def _sorted(samples: list[Sample]) -> list[Sample]:
     return sorted(samples, key=lambda s: s.id)
 
 
-def image_folder(root: Path) -> DataSource:
-    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DataError(f"{root}: no class folders found (expected root/<class>/<image>).")
-    if all(_WNID.match(c) for c in classes):
-        index = _wnid_index()
-        unknown = [c for c in classes if c not in index]
-        if unknown:
-            raise DataError(f"{root}: folders {unknown[:5]} are not ImageNet-1k wnids.")
-        label_of, num_classes = index, 1000
-    else:
-        label_of, num_classes = {c: i for i, c in enumerate(classes)}, len(classes)
-    samples, skipped = [], []
-    for c in classes:
-        for p in (root / c).rglob("*"):
+def _not_a_file(p: Path) -> str | None:
+    """Why an entry of a data folder is not a readable file (None when it is one)."""
+    if p.is_symlink() and not p.exists():
+        try:
+            p.resolve(strict=True)
+        except RuntimeError:
+            return "symbolic link loop"
+        except OSError:
+            return "broken symbolic link"
+        return "broken symbolic link"
+    if not p.is_file():
+        return "not a regular file"
+    return None
+
+
+def _walk(folder: Path, root: Path, skipped: list[str]):
+    """The image files under `folder` (sorted, symbolic links to folders not followed); every
+    other entry is recorded in `skipped` with its reason. Hidden entries (.DS_Store,
+    .ipynb_checkpoints/) are not data: each counts once, without its contents."""
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        try:
+            children = sorted(d.iterdir())
+        except OSError as e:
+            skipped.append(f"{d.relative_to(root).as_posix()}: cannot be listed ({e.strerror or e})")
+            continue
+        for p in children:
             rel = p.relative_to(root).as_posix()
-            if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
-                continue  # hidden files and folders (.ipynb_checkpoints, ...) are not data
-            if _is_image_name(p):
-                samples.append(Sample(rel, label_of[c], p))
-            else:
+            if p.name.startswith("."):
+                skipped.append(f"{rel}: hidden")
+            elif p.is_dir() and not p.is_symlink():
+                stack.append(p)
+            elif (why := _not_a_file(p)) is not None:
+                skipped.append(f"{rel}: {why}")
+            elif not _is_image_name(p):
                 skipped.append(f"{rel}: not an image file name")
+            else:
+                yield rel, p
+
+
+def _class_map_file(root: Path, classes: str | Path | None) -> Path | None:
+    if classes is not None:
+        path = Path(classes).expanduser()
+        if not path.is_file():
+            raise DataError(f"--classes {classes}: no such file.")
+        return path
+    path = root / "classes.txt"
+    return path if path.is_file() else None
+
+
+def read_class_map(path: Path) -> dict[str, int]:
+    """An ImageFolder's class map: lines of `folder label` (label: an ImageNet wnid or a class
+    index), or folder names alone, one per line, whose labels are then 0, 1, ... in file order
+    (positional labels, asked for by writing the order down). '#' starts a comment line."""
+    try:
+        lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"class map {path}: cannot read it ({e}).") from None
+    rows = [ln.rsplit(None, 1) for ln in lines if ln and not ln.startswith("#")]
+    if not rows:
+        raise DataError(f"class map {path}: it lists no classes.")
+    index = _wnid_index()
+    out: dict[str, int] = {}
+    paired = len(rows[0]) == 2
+    for n, row in enumerate(rows):
+        if (len(row) == 2) != paired:
+            raise DataError(f"class map {path}: mix of `folder label` lines and bare folder names ({' '.join(row)!r}); "
+                            "use one form for every line.")
+        if paired:
+            name, lab = row
+            if lab.isdecimal():
+                label = int(lab)
+            elif lab in index:
+                label = index[lab]
+            else:
+                raise DataError(f"class map {path}: label {lab!r} of {name!r} is neither a class index nor an ImageNet wnid.")
+        else:
+            name, label = row[0], n
+        if name in out:
+            raise DataError(f"class map {path}: folder {name!r} is listed twice.")
+        out[name] = label
+    return out
+
+
+def image_folder(root: Path, classes: str | Path | None = None) -> DataSource:
+    """An ImageFolder. Its labels are ImageNet's when its class folders are wnids (other folders
+    beside them are skipped and reported); any other class names need a class map (`classes`, or
+    root/classes.txt), never positional labels the user did not ask for."""
+    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
+        raise DataError(f"{root}: no class folders found (expected root/<class>/<image>).")
+    skipped: list[str] = []
+    map_file = _class_map_file(root, classes)
+    if map_file is not None:
+        label_of = read_class_map(map_file)
+        num_classes = max(1000, max(label_of.values()) + 1)
+        for c in folders:
+            if c not in label_of:
+                skipped.append(f"{c}/: folder not in the class map {map_file.name}")
+    else:
+        index = _wnid_index()
+        wnids = [c for c in folders if c in index]
+        if not wnids:
+            raise DataError(
+                f"{root}: its class folders ({', '.join(folders[:4])}{', ...' if len(folders) > 4 else ''}) are not "
+                "ImageNet wnids, so robustart does not know their labels. Give a class map: --classes FILE, or "
+                f"{root / 'classes.txt'}, with `folder label` lines (label: wnid or class index), or the folder "
+                "names alone, one per line, for labels 0, 1, ... in that order.")
+        for c in folders:
+            if c not in index:
+                why = "not an ImageNet-1k wnid" if _WNID.match(c) else "not an ImageNet wnid folder"
+                skipped.append(f"{c}/: {why} (give --classes to use it)")
+        label_of, num_classes = index, 1000
+    samples = []
+    for c in folders:
+        if c not in label_of:
+            continue
+        for rel, p in _walk(root / c, root, skipped):
+            samples.append(Sample(rel, label_of[c], p))
+    for p in sorted(root.iterdir()):
+        if not p.is_dir() and not p.name.startswith(".") and p != map_file:
+            skipped.append(f"{p.name}: a file beside the class folders")
     if not samples:
         raise DataError(f"{root}: class folders hold no image files.")
     return DataSource("imagefolder", root, _sorted(samples), num_classes, skipped)
@@ -144,14 +250,23 @@ def image_folder(root: Path) -> DataSource:
 def flat_folder(root: Path) -> DataSource:
     index = _wnid_index()
     samples, skipped = [], []
-    for p in root.iterdir():
-        if not p.is_file() or p.name.startswith("."):
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            skipped.append(f"{p.name}: hidden")
             continue
+        if p.is_dir() and not p.is_symlink():
+            skipped.append(f"{p.name}/: a folder in a flat folder (not read)")
+            continue
+        why = _not_a_file(p)
         m = _FLAT.match(p.name)
-        if not _is_image_name(p):
+        if why is not None:
+            skipped.append(f"{p.name}: {why}")
+        elif not _is_image_name(p):
             skipped.append(f"{p.name}: not an image file name")
-        elif not m or m.group(1) not in index:
+        elif not m:
             skipped.append(f"{p.name}: name does not start with an ImageNet wnid")
+        elif m.group(1) not in index:
+            skipped.append(f"{p.name}: not an ImageNet-1k wnid")
         else:
             samples.append(Sample(p.name, index[m.group(1)], p))
     if not samples:
@@ -188,6 +303,9 @@ def labels_file(path: Path, root: Path | None = None) -> DataSource:
             label = index[lab]
         else:
             raise DataError(f"{path}:{n}: label {lab!r} is neither a class index nor an ImageNet wnid.")
+        if label >= 2**31 - 1:
+            raise DataError(f"{path}:{n}: label {lab} is out of range (a class index is below the model's number "
+                            "of classes).")
         max_label = max(max_label, label)
         samples.append(Sample(rel, label, root / rel))
     if not samples:
@@ -243,14 +361,10 @@ def _wnid_samples(folder: Path, prefix: str, label_of: dict[str, int], samples: 
         if wdir.name not in label_of:
             skipped.append(f"{prefix}{wdir.name}: not an ImageNet-1k wnid folder")
             continue
-        for p in sorted(wdir.rglob("*")):
-            rel = p.relative_to(folder).as_posix()
-            if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
-                continue
-            if _is_image_name(p):
-                samples.append(Sample(prefix + rel, label_of[wdir.name], p))
-            else:
-                skipped.append(f"{prefix}{rel}: not an image file name")
+        here: list[str] = []
+        for rel, p in _walk(wdir, folder, here):
+            samples.append(Sample(prefix + rel, label_of[wdir.name], p))
+        skipped.extend(prefix + s for s in here)
 
 
 def imagenet_c(path: Path) -> DataSource:
@@ -307,14 +421,8 @@ def imagenet_v2(path: Path) -> DataSource:
             + (f", found {bad[:5]}" if bad else ", found none") + "."
         )
     for d in dirs:
-        for p in sorted(d.rglob("*")):
-            rel = p.relative_to(path).as_posix()
-            if not p.is_file() or any(part.startswith(".") for part in rel.split("/")):
-                continue
-            if _is_image_name(p):
-                samples.append(Sample(rel, int(d.name), p))
-            else:
-                skipped.append(f"{rel}: not an image file name")
+        for rel, p in _walk(d, path, skipped):
+            samples.append(Sample(rel, int(d.name), p))
     if not samples:
         raise DataError(f"{path}: the ImageNetV2 class folders hold no images.")
     return DataSource("imagenetv2", path, _sorted(samples), 1000, skipped)
@@ -349,7 +457,18 @@ def _detect_prerendered(path: Path, dirs: list[Path]) -> str | None:
     return None
 
 
-def open_source(spec: str | Path | None = None, *, root: str | Path | None = None) -> DataSource:
+def open_source(spec: str | Path | None = None, *, root: str | Path | None = None,
+                classes: str | Path | None = None) -> DataSource:
+    """See `_open_source`; `classes` (a class map) applies to ImageFolders only."""
+    source = _open_source(spec, root=root, classes=classes)
+    if classes is not None and source.kind != "imagefolder":
+        raise DataError(f"--classes applies to an ImageFolder (root/<class>/<image>); --data {spec} is a "
+                        f"{source.kind} dataset, whose labels it names itself.")
+    return source
+
+
+def _open_source(spec: str | Path | None = None, *, root: str | Path | None = None,
+                 classes: str | Path | None = None) -> DataSource:
     """A data source from a user's `--data`: None/"builtin" -> built-in sample; a file -> labels
     file; a pre-rendered robustness dataset (ImageNet-C/A/R/Sketch/V2, by layout, folder name or
     a `KIND:PATH` prefix); `fashion-mnist[:train|test][:PATH]` or `cifar10:PATH[:train|test]`
@@ -382,7 +501,7 @@ def open_source(spec: str | Path | None = None, *, root: str | Path | None = Non
     if kind:
         return _open_prerendered(kind, path)
     if dirs and not any(_FLAT.match(p.name) and p.is_file() for p in entries):
-        return image_folder(path)
+        return image_folder(path, classes)
     if any(p.is_file() and _FLAT.match(p.name) for p in entries):
         return flat_folder(path)
     raise DataError(

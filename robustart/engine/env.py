@@ -73,9 +73,12 @@ def resolve_device(device: str | None):
 
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    d = torch.device(device)
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise RobustartError(f"--device {device!r} is not a device; use cpu, cuda, cuda:N or auto.") from None
     if d.type == "cuda" and not torch.cuda.is_available():
         raise RobustartError(f"--device {device}: no CUDA device is available here; use --device cpu.")
     if d.type not in ("cpu", "cuda"):
-        raise RobustartError(f"--device {device}: only cpu and cuda are supported.")
+        raise RobustartError(f"--device {device}: only cpu and cuda are supported; use cpu, cuda, cuda:N or auto.")
     return d

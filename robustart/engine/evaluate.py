@@ -23,7 +23,7 @@ __all__ = ["DEFAULT_SHARD_SIZE", "PRECISIONS", "JobResult", "JobSpec", "Plan", "
            "record_schema", "run_plan"]
 
 _DEFAULTS = dict(limit=None, batch_size=32, device=None, workers=None, store=None, shard_size=None, seed=0,
-                 precision="fp32", data_root=None, progress=True, backend="fake", verify_data=False)
+                 precision="fp32", data_root=None, progress=True, backend="fake", verify_data=False, classes=None)
 
 
 def run_plan(p: Plan, *, force: bool = False, progress: bool = True) -> list[JobResult]:
@@ -31,7 +31,7 @@ def run_plan(p: Plan, *, force: bool = False, progress: bool = True) -> list[Job
     forward pass is shared by the jobs."""
     res = Resources(progress=progress)
     for job in p.jobs:  # what planning opened, reused
-        res.data[(job.data, job.data_root, job.limit)] = (p.source, p.samples)
+        res.data[(job.data, job.data_root, job.limit, job.classes)] = (p.source, p.samples)
     return [execute(job, force=force, progress=progress, resources=res) for job in p.jobs]
 
 
@@ -53,6 +53,7 @@ def evaluate(
     progress: bool = True,
     backend: str = "fake",
     verify_data: bool = False,
+    classes: str | Path | None = None,
 ) -> JobResult:
     """Run (or reuse, or resume) one job and return its result handle. A suite spec (e.g.
     `adversarial`, `imagenet-c`) is an error here: use `evaluate_suite`."""
@@ -61,7 +62,7 @@ def evaluate(
     parse_noise(noise)  # one job, or an error that says to use evaluate_suite
     p = plan(model, data, noise=noise, limit=limit, batch_size=batch_size, device=device, workers=workers,
              store=store, force=force, shard_size=shard_size, seed=seed, precision=precision, data_root=data_root,
-             progress=progress, backend=backend, verify_data=verify_data)
+             progress=progress, backend=backend, verify_data=verify_data, classes=classes)
     return run_plan(p, force=force, progress=progress)[0]
 
 
@@ -77,7 +78,7 @@ def evaluate_suite(
     one model and dataset: the model is built once and each sample's clean forward pass is shared
     by all jobs. Suite metrics (WCAR, mCE, ...) are computed from the jobs' records. Takes the
     keyword arguments of `evaluate`."""
-    from robustart.noises import dataset_metrics, summarize
+    from robustart.noises import dataset_metrics, left_out, summarize
 
     unknown = sorted(set(kwargs) - set(_DEFAULTS))
     if unknown:
@@ -87,4 +88,5 @@ def evaluate_suite(
     jobs = run_plan(p, force=force, progress=kw["progress"])
     metrics = summarize(jobs) if len(jobs) > 1 else {}
     metrics.update(dataset_metrics(p.source.kind, jobs))  # e.g. pre-rendered ImageNet-C: mCE of a clean run
-    return SuiteResult(jobs, metrics, spec=noise if isinstance(noise, str) else "")
+    return SuiteResult(jobs, metrics, spec=noise if isinstance(noise, str) else "",
+                       skipped=p.source.skipped_items(), unavailable=left_out(noise))

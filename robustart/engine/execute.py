@@ -37,9 +37,9 @@ class Resources:
         """(source, samples) of a job, opened once, checked against the job's fingerprint."""
         from robustart.data.sources import DataSource
 
-        k = (job.data, job.data_root, job.limit)
+        k = (job.data, job.data_root, job.limit, job.classes)
         if k not in self.data:
-            source, samples = open_data(job.data, job.data_root, job.limit)
+            source, samples = open_data(job.data, job.data_root, job.limit, job.classes)
             if DataSource.fingerprint(samples) != job.fingerprint or len(samples) != job.n:
                 raise DataError(f"dataset {source.name} changed since job {job.key} was planned (its samples' "
                                 "fingerprint differs); plan the job again.")
@@ -75,16 +75,17 @@ class Resources:
 
 
 def _progress_bar(enabled: bool):
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from robustart.console import err
+
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # names and paths are text, not markup
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=err,
         disable=not enabled,
     )
 
@@ -189,16 +190,17 @@ def _run(job, wanted, shards, writer, store, resources, progress):
     run = {"resumed_shards": len(done), "device": device_info(dev), "batch_size": job.batch_size, "workers": None}
     if shards is not None:
         run["shards"] = wanted
+    extra = _data_meta(source, job)
     if not todo:
         writer.begin(run, dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"],
-                     request=request_of(job))
+                     request=request_of(job), **extra)
         writer.end(shard_ids, metrics=_metrics)
         return JobResult(job.key, store, writer.meta, reused=False)
 
     entry = job.entry
     model, calib = resources.model(job, dev, source)
     meta = dict(dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"],
-                request=request_of(job))
+                request=request_of(job), **extra)
     if calib is not None:  # calibration images among the evaluated ones: say how many
         meta["calibration"] = {**calib.describe(), "overlap_with_evaluated": calib.overlap(samples),
                                "source_root": calib.root}
@@ -248,6 +250,15 @@ def _run(job, wanted, shards, writer, store, resources, progress):
         raise
     writer.end(shard_ids, checks=noise.job_checks() if noise is not None else None, metrics=_metrics)
     return JobResult(job.key, store, writer.meta, reused=False)
+
+
+def _data_meta(source, job: JobSpec) -> dict:
+    """meta.json fields about the inputs: every file the dataset source skipped, with its reason,
+    and `weights_verified: false` when the entry pins no sha256 (nothing checked the checkpoint)."""
+    out = {"skipped": [{"path": p, "reason": r} for p, r in source.skipped_items()]}
+    if not job.entry.weights.sha256 and job.entry.weights.kind != "hf_hub":
+        out["weights_verified"] = False
+    return out
 
 
 def _metrics(rec) -> dict:

@@ -46,9 +46,13 @@ class JobResult:
         m = self.metrics
         core = ("top1", "top5", "clean_top1", "ar", "asr", "flip_rate", "mean_pert_norm", "max_pert_linf",
                 "zero_grad_share", "no_loss_gain_share")
+        from robustart.quant.qconfig import form_spec
+
+        form = cfg["model"].get("form", "fp")
         return {
             "key": self.key,
             "model": cfg["model"]["name"],
+            "model_spec": cfg["model"]["name"] + ("" if form == "fp" else "@" + form_spec(form, cfg["model"].get("quant"))),
             "noise": cfg["noise"]["name"],
             "noise_config": cfg["noise"],
             "dataset": cfg["dataset"]["name"],
@@ -59,6 +63,7 @@ class JobResult:
             "backend": cfg.get("backend"),
             "metrics": {k: m[k] for k in core if k in m},
             "checks": self.meta.get("checks", {}),
+            "weights_verified": self.meta.get("weights_verified", True),
             "reused": self.reused,
             "store": str(self.store.root),
         }
@@ -71,6 +76,15 @@ class SuiteResult:
     jobs: list[JobResult]
     metrics: dict
     spec: str = ""
+    skipped: list = field(default_factory=list)  # (path, reason) of each file the dataset source skipped
+    unavailable: list = field(default_factory=list)  # parts of the spec that cannot run here, and how to get them
+
+    def skipped_summary(self, first: int = 5) -> dict:
+        """The skipped files: how many, how many per reason, the first few (`path: reason`)."""
+        from collections import Counter
+
+        return {"count": len(self.skipped), "reasons": dict(Counter(r for _, r in self.skipped)),
+                "first": [f"{p}: {r}" for p, r in self.skipped[:first]]}
 
     def to_json(self) -> dict:
         """One object: `metrics.top1` is the suite's headline accuracy (WCAR for an attack suite,
@@ -85,5 +99,6 @@ class SuiteResult:
         if clean:
             metrics["clean_top1"] = clean[0]
         metrics.update(self.metrics)
-        out.update(noise=self.spec, metrics=metrics, jobs=[j.to_json() for j in self.jobs])
+        out.update(model_spec=first["model_spec"], noise=self.spec, metrics=metrics,
+                   jobs=[j.to_json() for j in self.jobs])
         return out

@@ -47,6 +47,7 @@ class JobSpec:
     backend: str = "fake"
     precision: str = "fp32"
     data_sha256: str | None = None  # the samples' content hash, with verify_data (checked on reuse)
+    classes: str | None = None  # an ImageFolder's class map (--classes)
 
     @property
     def noise(self) -> dict:
@@ -160,12 +161,20 @@ def content_hash(samples: list[Sample]) -> str:
     return h.hexdigest()[:16]
 
 
-def open_data(data, data_root, limit) -> tuple[DataSource, list[Sample]]:
-    source = open_source(data, root=data_root)
+def open_data(data, data_root, limit, classes=None) -> tuple[DataSource, list[Sample]]:
+    source = open_source(data, root=data_root, classes=classes)
     samples = source.take(limit)
     if not samples:
         raise DataError(f"dataset {source.name} has no samples to evaluate (limit={limit}).")
     return source, samples
+
+
+def check_labels(entry: ModelEntry, source: DataSource, samples: list[Sample]) -> None:
+    """Every label is one of the model's classes (a labels file can name any index)."""
+    bad = next((s for s in samples if not 0 <= s.label < entry.num_classes), None)
+    if bad is not None:
+        raise DataError(f"dataset {source.name}: sample {bad.id!r} has label {bad.label}, but model {entry.name!r} "
+                        f"has {entry.num_classes} classes (0..{entry.num_classes - 1}); fix the label.")
 
 
 def plan(
@@ -186,6 +195,7 @@ def plan(
     progress: bool = True,
     backend: str = "fake",
     verify_data: bool = False,
+    classes: str | Path | None = None,
 ) -> Plan:
     """The jobs of a noise spec (several for a suite) on one model and dataset: their configs,
     keys and shard layouts. A job that exists in the store keeps its shard size (so it resumes)
@@ -201,7 +211,8 @@ def plan(
     configs = expand_noise(noise)
     entry = model if isinstance(model, ModelEntry) else get_entry(model)
     check_backend(entry, backend)
-    source, samples = open_data(data, data_root, limit)
+    source, samples = open_data(data, data_root, limit, classes)
+    check_labels(entry, source, samples)
     resolve_device(device)  # an unusable device fails here, before anything runs
     store = store if isinstance(store, ResultsStore) else ResultsStore(store)
     path, sha = verified_weights(entry, progress=progress)
@@ -229,5 +240,6 @@ def plan(
             fingerprint=fingerprint, shard_size=size, store=str(store.root), weights=(str(path), sha), seed=seed,
             batch_size=batch_size, workers=workers, device=device, backend=backend, precision=precision,
             data_sha256=data_sha256,
+            classes=None if classes is None else str(classes),
         ))
     return Plan(jobs, entry, source, samples, calib)

@@ -12,11 +12,9 @@ app = typer.Typer(help="ImageNet-S system noise: decoder x resize variants of a 
 
 
 def _fail(e: Exception) -> None:
-    from rich.console import Console
-    from rich.markup import escape
+    from robustart.console import fail
 
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    fail(e)
 
 
 def _split(value: Optional[str]) -> Optional[list[str]]:
@@ -25,7 +23,7 @@ def _split(value: Optional[str]) -> Optional[list[str]]:
 
 @app.command("setup")
 def setup_cmd(
-    target: Annotated[Optional[Path], typer.Option("--target", help="Install folder [env ROBUSTART_PILLOW_SIMD, default $ROBUSTART_HOME/pillow-simd].")] = None,
+    target: Annotated[Optional[Path], typer.Option("--target", help="Install folder [env ROBUSTART_PILLOW_SIMD; default: <active virtual environment>/pillow-simd, else $ROBUSTART_HOME/pillow-simd].")] = None,
     version: Annotated[Optional[str], typer.Option("--version", help="Pillow-SIMD version (default: the newest).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Reinstall even if it is set up.")] = False,
 ) -> None:
@@ -36,32 +34,36 @@ def setup_cmd(
     from robustart.errors import RobustartError
     from robustart.imagenet_s.setup import install
 
+    from robustart import console as C
+
     try:
-        install(target, version=version, force=force)
+        install(target, version=version, force=force, log=lambda m: C.out.print(m, soft_wrap=True))
     except RobustartError as e:
         _fail(e)
 
 
 @app.command("list")
-def list_cmd() -> None:
+def list_cmd(
+    fmt: Annotated[Optional[str], typer.Option("--format", help="table, tsv or json (default: table on a terminal, tsv when piped).")] = None,
+) -> None:
     """Decoders and resizers, and whether each can run here."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
+    from robustart import console as C
     from robustart.imagenet_s import decoders as D
     from robustart.imagenet_s import resize as R
 
-    t = Table(title="ImageNet-S backends", title_justify="left")
-    for c in ("kind", "name", "what", "here"):
-        t.add_column(c)
+    try:
+        fmt = C.output_format(fmt)
+    except Exception as e:
+        _fail(e)
+    rows = []
     for name, spec in D.DECODERS.items():
         why = D.unavailable(name)
-        t.add_row("decoder", name, spec.help, "yes" if why is None else Text(why))
+        rows.append(["decoder", name, spec.help, "yes" if why is None else why])
     for name, r in R.RESIZERS.items():
         why = r.unavailable()
-        t.add_row("resizer", name, r.help, "yes" if why is None else Text(why))
-    Console().print(t)
+        rows.append(["resizer", name, r.help, "yes" if why is None else why])
+    C.emit_table(["kind", "name", "what", "here"], rows, fmt=fmt, title="ImageNet-S backends", keep=("name",),
+                 drop_order=("what",))
 
 
 @app.command("build")
@@ -94,5 +96,10 @@ def build_cmd(
                     progress=sys.stderr.isatty())
     except (RobustartError, KeyError) as e:
         _fail(e)
-    typer.echo(f"{len(m['variants'])} variants x {len(m['samples'])} images in {out} "
-               f"(fingerprint {m['fingerprint']}); evaluate with --noise imagenet-s:shards={out}")
+    from robustart import console as C
+    from robustart.imagenet_s import grid as G
+
+    C.out.print(f"{len(m['variants'])} variants x {len(m['samples'])} images in {out} "
+                f"(fingerprint {m['fingerprint']}); evaluate with --noise imagenet-s:shards={out}", soft_wrap=True)
+    for why in G.left_out(decoders=decoders is None, resizers=resizers is None):  # named, never dropped silently
+        C.warning(why.replace("of the sweep", "of the build"))

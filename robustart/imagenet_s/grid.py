@@ -34,6 +34,28 @@ def runnable_resizers(names=None) -> list[str]:
     return [r for r in (names or sweep_resizers()) if R.RESIZERS.get(r).unavailable() is None]
 
 
+def left_out(decoders: bool = True, resizers: bool = True) -> list[str]:
+    """What the default sweep leaves out here, one line per reason: `decoder pil-simd and resizers
+    pil-simd-bilinear, ... left out: Pillow-SIMD is not set up in ...: run ...`."""
+    need_extra("imagenet-s", "the ImageNet-S sweep")
+    why: dict[str, list[str]] = {}
+    if decoders:
+        for d in D.DECODERS:
+            w = D.unavailable(d)
+            if w:
+                why.setdefault(w.replace(f"decoder {d!r}: ", "").replace(f"decoder {d!r} ", ""), []).append(f"decoder {d}")
+    if resizers:
+        for r in sweep_resizers():
+            res = R.RESIZERS.get(r)
+            w = res.unavailable()
+            if w:
+                lib = res.library
+                reason = D.unavailable(lib) if lib and D.unavailable(lib) else w
+                reason = reason.replace(f"decoder {lib!r}: ", "").replace(f"decoder {lib!r} ", "")
+                why.setdefault(reason, []).append(f"resizer {r}")
+    return [f"imagenet-s: {', '.join(names)} left out of the sweep: {reason}" for reason, names in why.items()]
+
+
 def variants(grid: str = "sweep", decoders: list[str] | None = None, resizers: list[str] | None = None) -> list[tuple[str, str]]:
     """(decoder, resizer) pairs of a grid, reference first, without repeats. Given lists are
     taken as they are; the defaults are the backends that can run here."""

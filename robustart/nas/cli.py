@@ -8,16 +8,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
-from rich.markup import escape
+
+from robustart import console as C
 
 app = typer.Typer(help="ABanditNAS: anti-bandit architecture search and adversarial training.", no_args_is_help=True)
-err = Console(stderr=True)
+err = C.err
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    C.fail(e)
 
 
 @app.command("search")

@@ -38,6 +38,7 @@ import torch
 from robustart.errors import RobustartError
 from robustart.nas.genotypes import NODES, Genotype
 from robustart.nas.ops import SEARCH_SPACE
+from robustart.zoo import weights as W
 
 
 def total_trials(k: int, t: int) -> int:
@@ -185,7 +186,6 @@ def _fgsm_rs_acc(model, x, y, eps, batch, gen) -> float:
 def search(cfg: SearchConfig, *, progress: bool = True) -> dict:
     """Run (or resume) the search; writes `<out>/genotype.json` (the genotype and its search
     record) and `<out>/search_log.jsonl` (one line per trial); state in `<out>/search_state.pt`."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from robustart.nas.network import EDGES_PER_CELL, SearchNetwork
@@ -200,7 +200,7 @@ def search(cfg: SearchConfig, *, progress: bool = True) -> dict:
         raise RobustartError("--budget, -T and --cells must be >= 1")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    console = Console(stderr=True)
+    from robustart.console import err as console
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     x_all, y_all, kind = load_split(cfg.data, "train", None)
@@ -220,7 +220,7 @@ def search(cfg: SearchConfig, *, progress: bool = True) -> dict:
     state_path, log_path = out / "search_state.pt", out / "search_log.jsonl"
     cfg_json = json.dumps(asdict(cfg), sort_keys=True)
     if state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        st = W.load_state(state_path, "the search state", ("model", "opt", "bandit", "config"))
         if st["config"] != cfg_json:
             raise RobustartError(f"{out} holds a search with another configuration; use a new --out or delete it.")
         model.load_state_dict(st["model"])
@@ -230,7 +230,7 @@ def search(cfg: SearchConfig, *, progress: bool = True) -> dict:
     elif log_path.exists():
         log_path.unlink()
     t_start = time.perf_counter()
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeRemainingColumn(), console=console, disable=not progress) as bar:
         task = bar.add_task("anti-bandit search", total=trials, completed=bandit.N, info="")
         while not bandit.done():
@@ -257,7 +257,7 @@ def search(cfg: SearchConfig, *, progress: bool = True) -> dict:
                    "abandoned": [ev["removed"] for ev in events], "seconds": time.perf_counter() - t_start}
             with open(log_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+            W.save_state({"model": model.state_dict(), "opt": opt.state_dict(),
                         "bandit": json.dumps(bandit.to_dict()), "config": cfg_json}, state_path)
             bar.update(task, advance=1, info=f"arms/edge {bandit.arms} reward {acc:.3f}")
             if events and progress:

@@ -179,7 +179,6 @@ def _log(path: Path, row: dict) -> None:
 def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> dict:
     """Train (or resume) and write `<out>/model.safetensors` + `<out>/entry.json`; with
     `register`, also `$ROBUSTART_HOME/zoo/<name>.json` so the zoo knows the model by name."""
-    from rich.console import Console
     from safetensors.torch import save_file
 
     from robustart import settings
@@ -196,7 +195,7 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
 
     name = checked_name(cfg.name or out.resolve().name, "--name")  # a file name in the zoo folder
     out.mkdir(parents=True, exist_ok=True)
-    console = Console(stderr=True)
+    from robustart.console import err as console
     x_all, y_all, kind = load_split(cfg.data, "train", cfg.train_limit)
     geno = load_genotype(cfg.genotype) if cfg.genotype is not None else None
     if geno is None and cfg.arch == "abanditnas":
@@ -210,6 +209,7 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
                         auxiliary=cfg.auxiliary, width=cfg.width, tags=tags,
                         description=f"{recipe}, {cfg.epochs} epochs on {len(x_all)} {kind} training images")
     torch.manual_seed(cfg.seed)
+    import robustart.nas.models  # noqa: F401  registers small_resnet (a cnn-family arch) with timm
     model = ZooModel(build_network(entry), entry)
     params = sum(p.numel() for p in model.net.parameters())
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -217,7 +217,7 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
     state_path, log_path = out / "train_state.pt", out / "train_log.jsonl"
     start = 0
     if state_path.is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        st = W.load_state(state_path, "the training state", ("model", "opt", "epoch", "config"))
         if st.get("config") != json.dumps(asdict(cfg), sort_keys=True):
             raise RobustartError(f"{out} holds a run with another configuration; use a new --out or delete it.")
         model.load_state_dict(st["model"])
@@ -231,7 +231,7 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
     total = per_epoch * cfg.epochs
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeRemainingColumn(), console=console, disable=not progress) as bar:
         task = bar.add_task(f"train {name}", total=total, completed=start * per_epoch, info="")
         for epoch in range(start, cfg.epochs):
@@ -262,8 +262,8 @@ def train(cfg: TrainConfig, *, register: bool = True, progress: bool = True) -> 
             if progress:  # a line per epoch also reaches logs that are not terminals
                 bar.console.print(f"{name}: epoch {epoch + 1}/{cfg.epochs} loss {row['loss']:.3f} "
                                   f"train acc {100 * row['train_acc']:.1f}% {row['images_per_s']:.0f} img/s")
-            torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
-                        "config": json.dumps(asdict(cfg), sort_keys=True)}, state_path)
+            W.save_state({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": epoch + 1,
+                          "config": json.dumps(asdict(cfg), sort_keys=True)}, state_path)
     model.eval()
     state = {k: v.detach().contiguous().clone() for k, v in model.net.state_dict().items()}
     wpath = out / "model.safetensors"

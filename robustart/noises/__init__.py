@@ -170,6 +170,17 @@ def summarize(results) -> dict:
     return out
 
 
+def left_out(spec) -> list[str]:
+    """What a suite spec leaves out because it cannot run here (an ImageNet-S decoder that is not
+    set up, say), each with the command that makes it available; [] for most specs."""
+    if not isinstance(spec, str):
+        return []
+    name, args, kwargs = split_spec(spec or "clean")
+    fam = family_of(name, args, kwargs)
+    hook = getattr(fam, "left_out", None)
+    return list(hook(name, args, kwargs, spec)) if hook is not None else []
+
+
 def dataset_metrics(kind: str, results) -> dict:
     """Metrics a dataset kind gives a suite's jobs, from the families that know that kind (a
     clean run over pre-rendered ImageNet-C folders: the corruption family's mCE)."""

@@ -284,5 +284,17 @@ class ImageNetSFamily(NoiseFamily):
     def summarize(self, results):
         return summarize(results)
 
+    def left_out(self, name, args, kwargs, spec):
+        """The decoders and resizers a sweep or grid leaves out because they cannot run here
+        (only when the spec lets the defaults choose), each with how to make it available."""
+        from robustart.imagenet_s import grid as G
+
+        if "shards" in kwargs or "decoder" in kwargs or "resize" in kwargs or args:
+            return []
+        try:
+            return G.left_out(decoders="decoders" not in kwargs, resizers="resizers" not in kwargs)
+        except RobustartError:  # the extra is missing: parsing the spec already said so
+            return []
+
 
 FAMILY = ImageNetSFamily()

@@ -413,6 +413,9 @@ class BWTAConfig:
     calib: int = 64
     seed: int = 0
     calib_data: str | None = None
+    # untrained=yes: the float weights in BWTA layers, calibrated but not trained (far from the
+    # float model); asked for by name. Only in the key when set, so other keys are unchanged.
+    untrained: bool = False
 
     def __post_init__(self) -> None:
         from robustart.quant.qconfig import FormError
@@ -425,16 +428,21 @@ class BWTAConfig:
         return "bwta"
 
     def to_dict(self) -> dict:
-        return {"form": "bwta", **asdict(self)}
+        d = {"form": "bwta", **asdict(self)}
+        if not self.untrained:
+            d.pop("untrained")
+        return d
 
     def spec(self) -> str:
-        extra = [f"{k}={v}" for k, v in asdict(self).items() if v != getattr(BWTAConfig(), k)]
+        extra = [f"{k}={v}" if k != "untrained" else "untrained" for k, v in asdict(self).items()
+                 if v != getattr(BWTAConfig(), k)]
         return "bwta" + (":" + ",".join(extra) if extra else "")
 
 
 PARAMS = {"calib": "calibration images for the activation scales (default 64)",
           "seed": "seed that draws the calibration images (default 0)",
-          "calib_data": "calibration dataset (as for quantized forms; also dsg | zeroq | noise)"}
+          "calib_data": "calibration dataset (as for quantized forms; also dsg | zeroq | noise)",
+          "untrained": "yes: evaluate the form without its training recipe (it is far from the float model)"}
 
 
 def parse(kwargs: dict, where: str) -> BWTAConfig:
@@ -448,6 +456,10 @@ def parse(kwargs: dict, where: str) -> BWTAConfig:
             raise FormError(f"{where}: {k} must be an integer, got {kwargs[k]!r}.")
     if "calib_data" in kwargs:
         kwargs["calib_data"] = str(kwargs["calib_data"])
+    if "untrained" in kwargs:
+        if kwargs["untrained"] not in (True, False, "yes", "no", 1, 0):
+            raise FormError(f"{where}: untrained takes yes or no, got {kwargs['untrained']!r}.")
+        kwargs["untrained"] = kwargs["untrained"] in (True, "yes", 1)
     try:
         return BWTAConfig(**kwargs)
     except FormError as e:
@@ -466,6 +478,12 @@ def bwta_zoo_model(model, cfg: BWTAConfig, calib, *, backend: str = "fake"):
     if entry.family not in FAMILIES:
         raise RobustartError(f"model {entry.spec!r}: bwta forms are for transformer and mixer models; "
                              f"{entry.name!r} is a {entry.family}. Use a binary form (e.g. @binary-irnet) for CNNs.")
+    if not cfg.untrained:
+        raise RobustartError(
+            f"model {entry.spec!r}: {entry.name}'s weights are full-precision; in BWTA layers without the training "
+            "recipe they are far from the float model, not a result. Train it with robustart.quant.train.train_bwta "
+            "(Python; see the README's BWTA section; a trained BWTA network cannot be registered as a local entry "
+            f"yet). To measure the untrained form on purpose: --model {entry.name}@bwta:untrained=yes.")
     dev = next(model.parameters()).device
     images = (calib.load(entry, model=model) if hasattr(calib, "cfg") else calib.load(entry)).to(dev)
     bwta_model(model.net)

@@ -8,15 +8,15 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
+
+from robustart import console as C
 
 app = typer.Typer(help="Quantized forms: data-free calibration images.", no_args_is_help=True)
-err = Console(stderr=True)
+err = C.err
 
 
 def _fail(e: Exception) -> None:
-    err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    C.fail(e)
 
 
 @app.command("calib-gen")

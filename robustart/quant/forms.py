@@ -174,6 +174,20 @@ def binarize_zoo_model(model, method: str):
     return model.eval()
 
 
+def untrained_error(entry):
+    """A binarized form of float weights is not a model anyone trained: refuse it, and say how to
+    make (and register) a trained one."""
+    from robustart.errors import RobustartError
+
+    m = entry.quant["method"]
+    return RobustartError(
+        f"model {entry.spec!r}: {entry.name}'s weights are full-precision; binarized ({m}) without training they "
+        f"are at chance, not a result. Train it first: python -m robustart.quant.train --model {entry.name} "
+        f"--method {m} --data DIR --out runs/{entry.name}-{m}.pt --register {entry.name}-{m}, then evaluate "
+        f"--model {entry.name}-{m} (a local entry in $ROBUSTART_HOME/zoo/). To measure the untrained network "
+        f"on purpose: --model {entry.name}@binary-{m}:untrained=yes.")
+
+
 # --------------------------------------------------------------------------- the zoo's form provider
 
 
@@ -193,9 +207,11 @@ class QuantForms:
         from robustart.quant.bwta import FAMILIES as BWTA_FAMILIES
         from robustart.quant.qconfig import NAMED_FORMS, binary_methods
 
-        forms = [f"{entry.name}@{f}" for f in NAMED_FORMS] + [f"{entry.name}@binary-{m}" for m in binary_methods()[:1]]
+        # binarized forms of float weights are untrained: named so (a trained one is a local entry)
+        forms = [f"{entry.name}@{f}" for f in NAMED_FORMS] + [f"{entry.name}@binary-{m}:untrained=yes"
+                                                               for m in binary_methods()[:1]]
         if entry.family in BWTA_FAMILIES:  # APQ-ViT calibration and BWTA (robustart.quant.apq / bwta)
-            forms += [f"{entry.name}@w4a4:method=apq", f"{entry.name}@bwta"]
+            forms += [f"{entry.name}@w4a4:method=apq", f"{entry.name}@bwta:untrained=yes"]
         elif entry.family == "cnn":  # data-free calibration from BatchNorm statistics (robustart.quant.dsg)
             forms += [f"{entry.name}@w4a4:calib_data=dsg"]
         return forms
@@ -205,7 +221,7 @@ class QuantForms:
         from robustart.quant.qconfig import parse_form
 
         form, extra = parse_form(text, model=model)
-        return form, extra.get("quant") or {"method": extra["method"]}
+        return form, extra.get("quant") or dict(extra)
 
     def check_backend(self, entry, backend: str) -> None:
         from robustart.errors import RobustartError
@@ -237,9 +253,27 @@ class QuantForms:
             return None
         return calibration_set(entry.quant, source)
 
+    def trained_network(self, net, entry):
+        """The network a trained form's checkpoint fits (a local entry of a binarized network
+        that `python -m robustart.quant.train --register NAME` wrote): its layers are made first,
+        then the checkpoint is loaded into them."""
+        if entry.form != "binary":
+            from robustart.errors import RobustartError
+
+            raise RobustartError(f"model {entry.name!r}: a local entry of form {entry.form!r} is not supported; "
+                                 "local entries hold float or binarized (form: binary) networks.")
+        from robustart.quant.binary import BINARIZATION_METHODS
+
+        return BINARIZATION_METHODS.get(entry.quant["method"]).binarize(net)
+
     def build(self, model, entry, *, calibration: CalibSet | None = None, backend: str = "fake",
               progress: bool = False):
         if entry.form == "binary":
+            if entry.quant.get("trained"):  # the zoo loaded the trained binary network already
+                model.quant_info = {"form": "binary", "method": entry.quant["method"], "trained": True}
+                return model.eval()
+            if not entry.quant.get("untrained"):
+                raise untrained_error(entry)
             return binarize_zoo_model(model, entry.quant["method"])
         if calibration is None:
             calibration = calibration_set(entry.quant)

@@ -165,15 +165,20 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
         kwargs[k.strip().lower().replace("-", "_")] = parse_value(v, FormError)
     if head == "binary" or head.startswith("binary-"):
         method = head.partition("-")[2] or str(kwargs.pop("method", ""))
+        untrained = kwargs.pop("untrained", False)
         extra = sorted(set(kwargs) - {"method"})
         if extra:
-            raise FormError(f"{where}: binary forms take no settings ({', '.join(extra)}); "
+            raise FormError(f"{where}: binary forms take no settings but untrained=yes ({', '.join(extra)}); "
                             "pick the method in the name, e.g. resnet18@binary-irnet.")
+        if untrained not in (True, False, "yes", "no", 1, 0):
+            raise FormError(f"{where}: untrained takes yes or no, got {untrained!r}.")
         methods = binary_methods()
         if method not in methods:
             raise FormError(f"{where}: unknown binarization method {method!r}.{_closest(method, methods)} "
                             f"Methods: {', '.join('binary-' + m for m in methods)}.")
-        return "binary", {"method": method}
+        # untrained=yes: the fp weights binarized as they are, without the distillation recipe
+        # (at chance on ImageNet); asked for by name, and part of the key and the label
+        return "binary", {"method": method, **({"untrained": True} if untrained in (True, "yes", 1) else {})}
     if head == "bwta":  # binary weights, ternary activations (robustart.quant.bwta)
         from robustart.quant.bwta import parse as parse_bwta
 
@@ -219,3 +224,22 @@ def binary_methods() -> tuple[str, ...]:
 
 
 _binary_methods = binary_methods
+
+
+def form_spec(form: str | None, quant: dict | None) -> str:
+    """The form spec that names a job's form with every setting that changes its key (a job's
+    `config.model.quant`): `w4a4:observer=mse`, `binary-reactnet`, `bwta:calib=8`. Reports and the
+    CLI label models with it, so two settings of one form never share a label."""
+    q = dict(quant or {})
+    if not form or form == "fp":
+        return "fp"
+    if form == "binary":
+        return f"binary-{q.get('method', '?')}" + (":untrained" if q.get("untrained") else "")
+    try:
+        if form == "bwta":
+            from robustart.quant.bwta import BWTAConfig
+
+            return BWTAConfig(**{k: v for k, v in q.items() if k != "form"}).spec()
+        return QuantConfig(**{k: v for k, v in q.items() if k != "form"}).spec()
+    except (TypeError, ValueError, RobustartError):  # a config from another robustart version
+        return form

@@ -20,8 +20,6 @@ gives the same result as an uninterrupted run.
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustart.quant.binary import binary_layers, set_progress
+from robustart.zoo.weights import load_state, save_state
 
 
 def distillation_loss(
@@ -97,16 +96,11 @@ def _optimizer(student: nn.Module, lr: float, weight_decay: float) -> torch.opti
     )
 
 
+_STATE_KEYS = ("config", "student", "optimizer", "scheduler", "step", "losses")
+
+
 def _save(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.getvalue())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_state(state, path)
 
 
 def _split(batch) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -163,7 +157,7 @@ def train_binary(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     rng_state = None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = load_state(ckpt, "the training checkpoint", _STATE_KEYS)
         if state["config"] != asdict(cfg):
             raise ValueError(
                 f"checkpoint {ckpt} was made with {state['config']}, not {asdict(cfg)}; "
@@ -286,7 +280,7 @@ def train_bwta(
     result = TrainResult(0, [], cfgd)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     if ckpt is not None and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state = load_state(ckpt, "the training checkpoint", _STATE_KEYS)
         if state["config"] != cfgd:
             raise ValueError(f"checkpoint {ckpt} was made with {state['config']}, not {cfgd}; "
                              "use the same settings to resume, or another checkpoint path to start afresh")
@@ -398,6 +392,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--out", required=True, help="checkpoint file (resumes when it exists)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--register", metavar="NAME", default=None,
+                    help="also write the trained network as the local zoo entry NAME ($ROBUSTART_HOME/zoo/NAME.json "
+                         "and NAME.safetensors), so `robustart eval --model NAME` evaluates it")
     a = ap.parse_args(argv)
     try:
         teacher = load_model(a.model)
@@ -406,9 +403,45 @@ def main(argv: list[str] | None = None) -> None:
         data = image_batches(teacher, a.data, limit=a.limit, batch_size=a.batch_size)
         r = train_binary(student, teacher, data, epochs=a.epochs, steps=a.steps, lr=a.lr,
                          kd_weight=a.kd_weight, temperature=a.temperature, checkpoint=a.out, device=a.device)
+        entry = register_binary(a.register, teacher.entry, a.method, student) if a.register else None
     except (ValueError, RobustartError) as e:
-        ap.exit(2, f"error: {e}\n")
-    print(f"{r.step} steps; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; checkpoint {a.out}")
+        ap.exit(2, f"error: {' '.join(str(e).splitlines())}\n")
+    print(f"{r.step} steps; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; checkpoint {a.out}"
+          + (f"; local entry {entry} (robustart eval --model {a.register})" if entry else ""))
+
+
+def register_binary(name: str, fp_entry, method: str, student) -> Path:
+    """Write a trained binarized network as a local zoo entry: `$ROBUSTART_HOME/zoo/NAME.json`
+    (form binary, the method, the fp entry's architecture and preprocessing) beside
+    `NAME.safetensors` (the network's state; its sha256 is pinned in the entry)."""
+    import re
+
+    from safetensors.torch import save_file
+
+    from robustart import settings
+    from robustart.errors import RobustartError
+    from robustart.results.store import atomic_write_json
+    from robustart.zoo.weights import file_sha256
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or "@" in name:
+        raise RobustartError(f"--register {name!r}: use letters, digits, '.', '_' and '-' (it becomes a file name).")
+    folder = settings.home() / "zoo"
+    folder.mkdir(parents=True, exist_ok=True)
+    wpath = folder / f"{name}.safetensors"
+    tmp = wpath.with_name(f".{wpath.name}.tmp")
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in student.net.state_dict().items()}
+    save_file(state, str(tmp))
+    tmp.replace(wpath)
+    e = fp_entry
+    d = {"name": name, "arch": e.arch, "family": e.family, "input_size": list(e.input_size),
+         "crop_pct": e.crop_pct, "interpolation": e.interpolation, "mean": list(e.mean), "std": list(e.std),
+         "num_classes": e.num_classes, "params": e.params, "arch_kwargs": dict(e.arch_kwargs),
+         "form": "binary", "quant": {"method": method},
+         "description": f"{e.name} binarized ({method}) and distilled by robustart.quant.train",
+         "weights": {"file": wpath.name, "sha256": file_sha256(wpath)}}
+    path = folder / f"{name}.json"
+    atomic_write_json(path, d)
+    return path
 
 
 if __name__ == "__main__":

@@ -97,10 +97,12 @@ class Comparison:
 def compare(store: str | Path | ResultsStore | None, a: str, b: str, out: str | Path = "robustart-report",
             noises=None, log=lambda m: None) -> Comparison:
     from robustart.reports import figures as F
+    from robustart.console import escape_html, escape_md
     from robustart.reports.render import Section, page
-    from robustart.reports.report import _to_parquet
+    from robustart.reports.report import _to_parquet, out_dir
 
     need("seaborn", "`robustart report --compare` (its figures)")
+    out_dir(out)  # a bad --out fails before any work
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     jobs = L.read_jobs(st)
     if not len(jobs):
@@ -121,8 +123,7 @@ def compare(store: str | Path | ResultsStore | None, a: str, b: str, out: str | 
     suites = side_by_side(T.build_tables(sel, records), la, lb)
     log(f"compared {la} and {lb} on {len(pairs)} noises")
 
-    out = Path(out)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
+    out = out_dir(out, "tables")
     files = {}
     tables = {"compare": pairs, **{f"compare_{k}": v for k, v in suites.items()}}
     for name, df in tables.items():
@@ -144,8 +145,8 @@ def compare(store: str | Path | ResultsStore | None, a: str, b: str, out: str | 
         s.table(df, {"wcar": "WCAR per budget", "corruption": "Corruptions (mCE needs the 15 x 5 grid)",
                      "imagenet_s": "ImageNet-S"}[name])
     files["compare.html"] = out / "compare.html"
-    files["compare.html"].write_text(page(f"robustart: {la} vs {lb}", f'<p class="meta">Store <code>{st.root}</code>.</p>',
+    files["compare.html"].write_text(page(f"robustart: {la} vs {lb}", f'<p class="meta">Store <code>{escape_html(st.root)}</code>.</p>',
                                           [s]), encoding="utf-8")
     files["compare.md"] = out / "compare.md"
-    files["compare.md"].write_text(f"# {la} vs {lb}\n\n" + s.to_markdown({}), encoding="utf-8")
+    files["compare.md"].write_text(f"# {escape_md(la)} vs {escape_md(lb)}\n\n" + s.to_markdown({}), encoding="utf-8")
     return Comparison(la, lb, pairs, suites, files)

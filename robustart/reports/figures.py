@@ -29,6 +29,9 @@ def _setup():
     sns = need("seaborn", "`robustart report` (its figures)")
 
     sns.set_theme(style="whitegrid", context="paper", font_scale=1.1)
+    # Labels are user text (model, dataset, sample names): a `$` must not start mathtext, whose
+    # parser fails on such names. No figure label here uses mathtext.
+    matplotlib.rcParams["text.parse_math"] = False
     return plt, sns
 
 

@@ -24,7 +24,7 @@ SECTIONS = ("clean", "adversarial", "corruption", "imagenet-s", "precision")
 RECORD_COLUMNS = ("sample_id", "label", "pred", "correct", "status", "clean_pred", "clean_correct")
 
 JOB_COLUMNS = [
-    "key", "status", "model", "label", "arch", "family", "family_label", "form", "method", "precision", "bits",
+    "key", "status", "model", "label", "backend", "arch", "family", "family_label", "form", "method", "precision", "bits",
     "dataset", "dataset_label", "dataset_n", "fingerprint", "noise", "section", "noise_label",
     "norm", "eps", "budget", "corruption", "severity", "impl", "jpeg", "decoder", "resize", "geometry",
     "variant", "seed", "weights_sha256", "robustart", "torch", "timm", "pillow", "versions", "git_commit",
@@ -75,6 +75,12 @@ def quant_method(form: str | None, quant: dict | None) -> str:
     return "+".join(parts)
 
 
+def _form_spec(form: str | None, quant: dict | None) -> str:
+    from robustart.quant.qconfig import form_spec
+
+    return form_spec(form, quant) if form and form != "fp" else "fp"
+
+
 def noise_label(cfg: dict) -> str:
     """A short, unique-enough name for a job's noise config (its family's label)."""
     from robustart.noises import noise_label as label
@@ -95,9 +101,14 @@ def _job_row(key: str, meta: dict) -> dict:
     versions = meta.get("versions") or {}
     git = meta.get("git") or {}
     form, precision = model.get("form", "fp"), cfg.get("precision", "fp32")
+    backend = cfg.get("backend") if form != "fp" else None
     return {
         "key": key, "status": meta.get("status"), "model": model.get("name"),
-        "label": model_label(model.get("name"), form, precision, quant_method(form, model.get("quant"))),
+        # the form with every setting in its key, and a backend other than the simulation: two
+        # calibrations of one form, or one form on two backends, are two rows
+        "label": model_label(model.get("name"), _form_spec(form, model.get("quant")), precision)
+        + (f" ({backend})" if backend and backend != "fake" else ""),
+        "backend": backend,
         "arch": model.get("arch"),
         "family": model.get("family"), "family_label": family_label(model.get("family")),
         "form": form, "method": quant_method(form, model.get("quant")), "precision": precision,

@@ -9,6 +9,8 @@ import math
 
 import pandas as pd
 
+from robustart.console import escape_md
+
 CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto; max-width: 1200px;
        padding: 0 1em; color: #222; line-height: 1.45; }
@@ -62,10 +64,10 @@ def html_table(df: pd.DataFrame) -> str:
 
 def md_table(df: pd.DataFrame) -> str:
     d = _display(df)
-    esc = [str(c).replace("|", "\\|") for c in d.columns]
+    esc = [escape_md(c) for c in d.columns]
     lines = ["| " + " | ".join(esc) + " |", "|" + "---|" * len(esc)]
     for row in d.itertuples(index=False):
-        lines.append("| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |")
+        lines.append("| " + " | ".join(escape_md(v) for v in row) + " |")
     return "\n".join(lines)
 
 
@@ -127,23 +129,25 @@ class Section:
         return "\n".join(out)
 
     def to_markdown(self, figure_files: dict) -> str:
-        out = [f"## {self.title}", ""]
+        out = [f"## {escape_md(self.title)}", ""]
         if not self.has_content:
             out += [f"No results. {_strip_tags(self.empty or '')}", ""]
         for kind, payload, caption in self.parts:
             if kind == "figure" and caption in figure_files:
-                out += [f"![{caption}]({figure_files[caption]})", ""]
+                out += [f"![{escape_md(caption)}]({figure_files[caption]})", ""]
             elif kind == "table" and payload[1]:
-                out += [f"**{caption}**", "", md_table(payload[0]), ""]
+                out += [f"**{escape_md(caption)}**", "", md_table(payload[0]), ""]
             elif kind == "note":
                 out += [_strip_tags(payload), ""]
         return "\n".join(out)
 
 
 def _strip_tags(text: str) -> str:
+    """An HTML note as Markdown: tags dropped, <code> as backticks; entities stay escaped (a
+    Markdown reader shows them as characters), so an escaped name never turns back into HTML."""
     import re
 
-    return html.unescape(re.sub(r"<code>(.*?)</code>", r"`\1`", re.sub(r"<(?!/?code)[^>]+>", "", text)))
+    return re.sub(r"<code>(.*?)</code>", r"`\1`", re.sub(r"<(?!/?code)[^>]+>", "", text))
 
 
 def page(title: str, header_html: str, sections: list[Section]) -> str:

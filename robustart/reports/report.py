@@ -17,7 +17,7 @@ from typing import Callable
 
 import pandas as pd
 
-from robustart.errors import StoreError, need
+from robustart.errors import RobustartError, StoreError, need
 from robustart.reports import figures as F
 from robustart.reports import load as L
 from robustart.reports import tables as T
@@ -181,9 +181,25 @@ def _n(k: int, noun: str) -> str:
     return f"{k} {noun}{'' if k == 1 else 's'}"
 
 
+def out_dir(out: str | Path, *subdirs: str) -> Path:
+    """The report's folder, with its sub-folders made; a path that is a file (or cannot be made)
+    is the user's to fix, before anything is written."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise RobustartError(f"--out {out}: is a file, not a folder; give a folder for the report (it is made "
+                             "if missing).")
+    try:
+        for sub in subdirs:
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise RobustartError(f"--out {out}: cannot make the folder ({e.strerror or e}); give another --out.") from None
+    return out
+
+
 def build_report(store: str | Path | ResultsStore | None = None, out: str | Path = "robustart-report",
                  models=None, noises=None, log: Callable[[str], None] = _noop) -> Report:
     need("seaborn", "`robustart report` (its figures)")
+    out_dir(out)  # a bad --out fails before any work
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     models, noises = L._split(models), L._split(noises)
     secs: dict[str, float] = {}
@@ -205,9 +221,7 @@ def build_report(store: str | Path | ResultsStore | None = None, out: str | Path
     secs["figures"] = time.perf_counter() - t0
     log(f"drew {len(figs)} figures ({secs['figures']:.2f} s)")
 
-    out = Path(out)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
+    out = out_dir(out, "tables", "figures")
     files: dict[str, Path] = {}
     for name, df in t.items():
         if name == "jobs":

@@ -341,7 +341,8 @@ def provenance(pj: pd.DataFrame) -> pd.DataFrame:
     """Where every number comes from: one row per job shown in the report."""
     p = pj.assign(weights=pj["weights_sha256"].astype(str).str[:16], seed=pj["seed"].astype("Int64"),
                   git=pj["git_commit"].astype(str).str[:10] + np.where(pj["git_dirty"] == True, "+dirty", ""))  # noqa: E712
-    cols = ["key", "label", "noise_label", "dataset_label", "n", "precision", "seed", "weights", "robustart", "torch",
+    p = p.assign(backend=p["backend"].fillna("—") if "backend" in p.columns else "—")
+    cols = ["key", "label", "backend", "noise_label", "dataset_label", "n", "precision", "seed", "weights", "robustart", "torch",
             "timm", "pillow", "git", "device", "finished"]
     return _finish(p, cols, ["label", "noise_label"], True).rename(columns={"noise_label": "noise"})
 

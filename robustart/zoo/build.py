@@ -97,7 +97,9 @@ def verified_weights(entry: ModelEntry, *, cache_dir: Path | None = None, progre
     if not W.sha256_matches(sha, entry.weights.sha256):
         kind = entry.weights.kind
         todo = ("Reinstall that package." if kind == "package" else
-                "It changed since its entry was written; retrain or fix the entry." if kind == "file" else
+                "This local file changed since its entry was written (nothing downloads it again): restore it, "
+                "or write the entry again for the new file (e.g. retrain; or put its sha256 in the entry's "
+                "weights.sha256 if the change is wanted)." if kind == "file" else
                 f"Delete it and download again (`robustart zoo download {entry.name} --force`).")
         raise W.ChecksumError(f"model {entry.name!r}: the checkpoint {path} has sha256 {sha}, expected "
                               f"{entry.weights.sha256}. {todo}")
@@ -127,6 +129,8 @@ def build(
     if seed is not None:
         torch.manual_seed(seed)
     net = build_network(entry)
+    if isinstance(entry.quant, dict) and entry.quant.get("trained"):  # a local entry of a trained form: its layers first
+        net = form_provider(entry.form).trained_network(net, entry)
     sha = None
     if pretrained:
         path, sha = weights if weights is not None else verified_weights(entry, cache_dir=cache_dir, progress=progress)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from robustart.errors import RobustartError
 from robustart.registry import Registry, did_you_mean
 
 FORMS = ("fp", "w8a8", "w6a6", "w4a8", "w4a4", "binary", "bwta")  # any wNaM (2..8 bits) is a form too
@@ -28,7 +29,7 @@ IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 INCEPTION_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
-class UnknownModelError(KeyError):
+class UnknownModelError(RobustartError, KeyError):
     """Raised for a model name that is not in the registry; the message suggests close names."""
 
     def __str__(self) -> str:  # KeyError quotes its argument; we want the plain message
@@ -328,9 +329,12 @@ def entry_from_json(path: str | Path) -> ModelEntry:
             raise ValueError("weights.file is missing")
         if not Path(file).is_absolute():
             w["file"] = str((path.parent / file).resolve())
-        weights = WeightSource(file=w["file"], sha256=w.get("sha256"))
+        weights = WeightSource(file=w["file"], sha256=w.get("sha256"), key_map=w.get("key_map", "timm"))
         kw = {k: d[k] for k in ("input_size", "mean", "std", "tags") if k in d}
         kw = {k: tuple(v) for k, v in kw.items()}
+        if d.get("form", "fp") != "fp":  # a trained form (a binarized network): its checkpoint is the form's
+            kw["form"] = d["form"]
+            kw["quant"] = {**dict(d["quant"]), "trained": True}
         known = {"name", "arch", "family", "crop_pct", "interpolation", "num_classes", "params", "license",
                  "paper", "description", "arch_kwargs"}
         kw.update({k: d[k] for k in known if k in d})

@@ -23,6 +23,7 @@ from robustart.errors import (
     EXTRAS,
     ChecksumError,
     DownloadError,
+    RobustartError,
     UnsafeCheckpointError,
     WeightsNotAvailableError,
 )
@@ -131,7 +132,7 @@ def _progress(total: int | None, description: str, enabled: bool):
     )
 
     progress = Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -297,7 +298,11 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors" or head[8:9] == b"{":
         from safetensors.torch import load_file
 
-        state = load_file(str(path), device="cpu")
+        try:
+            state = load_file(str(path), device="cpu")
+        except Exception as e:  # safetensors' own error type for a damaged header or a short file
+            raise RobustartError(f"{path}: not a readable safetensors file ({_first_line(e)}); the file is damaged "
+                                 "or truncated: replace it with a good copy.") from None
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
@@ -307,6 +312,9 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                 "never unpickles arbitrary objects. Convert it to a plain state dict (or "
                 f"safetensors) in a trusted environment. ({str(e).splitlines()[0]})"
             ) from None
+        except (RuntimeError, EOFError, ValueError, OSError) as e:
+            raise RobustartError(f"{path}: not a readable checkpoint ({_first_line(e)}); the file is damaged or "
+                                 "truncated: replace it with a good copy.") from None
     for key in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -316,6 +324,56 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
     return state
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def load_state(path: str | os.PathLike, what: str, keys: tuple[str, ...] = ()) -> dict:
+    """A resume file that robustart wrote with `save_state` (tensors, numbers, strings, dicts):
+    loaded with `weights_only=True`, so a crafted pickle is refused, not run; a refused, damaged
+    or foreign file is a RobustartError that says to start afresh. `keys` must all be there."""
+    import pickle
+
+    import torch
+
+    fresh = "delete it, or use another --out, to start afresh"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeCheckpointError(f"{path}: {what} holds Python objects beyond tensors and plain data, which "
+                                    f"robustart never unpickles ({_first_line(e)}); it is not a file robustart "
+                                    f"wrote: {fresh}.") from None
+    except (RuntimeError, EOFError, ValueError, OSError) as e:
+        raise RobustartError(f"{path}: {what} is damaged or truncated ({_first_line(e)}); {fresh}.") from None
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise RobustartError(f"{path}: {what} lacks {', '.join(missing)}; it is not a file robustart wrote: {fresh}.")
+    return state
+
+
+def save_state(state: dict, path: str | os.PathLike) -> None:
+    """torch.save to a temporary name in the same folder, then rename: a resume file is whole or
+    absent, never truncated by an interruption."""
+    import io
+
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def remap_by_order(state: dict, model_state: dict, what: str) -> dict:

@@ -18,13 +18,27 @@ from robustart.imagenet_s.decoders import DecoderError
 SETUP_HINT = "run `robustart imagenet-s setup` to install it (it builds from source in under a minute)"
 
 
-def target_dir() -> Path:
-    """Where `robustart imagenet-s setup` installs Pillow-SIMD: ROBUSTART_PILLOW_SIMD, else
-    $ROBUSTART_HOME/pillow-simd."""
+def candidate_dirs() -> list[Path]:
+    """Where Pillow-SIMD is looked for, in order: ROBUSTART_PILLOW_SIMD alone when it is set;
+    else the active Python environment's prefix (`<venv>/pillow-simd`, where `make install`
+    builds it), then $ROBUSTART_HOME/pillow-simd."""
     from robustart import settings
 
     value = os.environ.get("ROBUSTART_PILLOW_SIMD")
-    return Path(value).expanduser() if value else settings.home() / "pillow-simd"
+    if value:
+        return [Path(value).expanduser()]
+    out = [settings.home() / "pillow-simd"]
+    if sys.prefix != sys.base_prefix:  # a virtual environment: its own folder comes first
+        out.insert(0, Path(sys.prefix) / "pillow-simd")
+    return out
+
+
+def target_dir() -> Path:
+    """Where Pillow-SIMD is (the first candidate folder that holds it), else where `robustart
+    imagenet-s setup` installs it: the first candidate (the environment's prefix in a virtual
+    environment), so the CLI of that environment finds it without any variable."""
+    dirs = candidate_dirs()
+    return next((d for d in dirs if installed(d)), dirs[0])
 
 
 def installed(path: Path | None = None) -> bool:
