@@ -469,12 +469,11 @@ def parse(kwargs: dict, where: str) -> BWTAConfig:
 FAMILIES = ("transformer", "mixer")
 
 
-def bwta_zoo_model(model, cfg: BWTAConfig, calib, *, backend: str = "fake"):
-    """A ZooModel in BWTA form: layers swapped, activation scales calibrated on `calib` images;
-    backend "triton" runs the BWTA kernel whenever autograd is off."""
+def check_form(entry, cfg: BWTAConfig) -> None:
+    """A BWTA form of this entry is one robustart builds: a transformer or mixer, trained (or asked
+    for untrained on purpose)."""
     from robustart.errors import RobustartError
 
-    entry = model.entry
     if entry.family not in FAMILIES:
         raise RobustartError(f"model {entry.spec!r}: bwta forms are for transformer and mixer models; "
                              f"{entry.name!r} is a {entry.family}. Use a binary form (e.g. @binary-irnet) for CNNs.")
@@ -484,6 +483,13 @@ def bwta_zoo_model(model, cfg: BWTAConfig, calib, *, backend: str = "fake"):
             "recipe they are far from the float model, not a result. Train it with robustart.quant.train.train_bwta "
             "(Python; see the README's BWTA section; a trained BWTA network cannot be registered as a local entry "
             f"yet). To measure the untrained form on purpose: --model {entry.name}@bwta:untrained=yes.")
+
+
+def bwta_zoo_model(model, cfg: BWTAConfig, calib, *, backend: str = "fake"):
+    """A ZooModel in BWTA form: layers swapped, activation scales calibrated on `calib` images;
+    backend "triton" runs the BWTA kernel whenever autograd is off."""
+    entry = model.entry
+    check_form(entry, cfg)
     dev = next(model.parameters()).device
     images = (calib.load(entry, model=model) if hasattr(calib, "cfg") else calib.load(entry)).to(dev)
     bwta_model(model.net)

@@ -224,21 +224,22 @@ class QuantForms:
         return form, extra.get("quant") or dict(extra)
 
     def check_backend(self, entry, backend: str) -> None:
+        """Before any work (planning): the form runs on `backend` here, and a form that needs
+        training has it (or is asked for untrained on purpose)."""
         from robustart.errors import RobustartError
         from robustart.quant import backends as B
 
+        if entry.form == "binary" and not entry.quant.get("trained") and not entry.quant.get("untrained"):
+            raise untrained_error(entry)
         B.check_backend(backend)
         if entry.form == "binary":
             if backend != "fake":
                 raise RobustartError(f"--backend {backend}: binary forms run as their own modules (--backend fake).")
             return
         if entry.form == "bwta":
-            from robustart.quant.bwta import FAMILIES
+            from robustart.quant.bwta import check_form
 
-            if entry.family not in FAMILIES:
-                raise RobustartError(f"model {entry.spec!r}: bwta forms are for transformer and mixer models; "
-                                     f"{entry.name!r} is a {entry.family}. Use a binary form (e.g. @binary-irnet) "
-                                     "for CNNs.")
+            check_form(entry, entry.quant)
             if backend not in ("fake", "triton"):
                 raise RobustartError(f"--backend {backend}: bwta forms run on fake (simulation) or triton "
                                      "(the BWTA kernel).")
