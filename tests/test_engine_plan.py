@@ -56,10 +56,10 @@ PINNED = {
     ("efficientnet_lite0@w8a8:calib=2", "pgd", 0): ["e23b00851193e6b3"],
     ("efficientnet_lite0@w8a8:calib=2", "clean", 3): ["cf303c1ad07cc992"],
     ("efficientnet_lite0@w8a8:calib=2", "pgd", 3): ["6a80e9c9cbe98e98"],
-    ("efficientnet_lite0@binary-bnn", "clean", 0): ["0f7d7e6bd6bc8db1"],
-    ("efficientnet_lite0@binary-bnn", "pgd", 0): ["489c387acd49d26a"],
-    ("efficientnet_lite0@binary-bnn", "clean", 3): ["0f7d7e6bd6bc8db1"],
-    ("efficientnet_lite0@binary-bnn", "pgd", 3): ["6268f5acf466b4ee"],
+    ("efficientnet_lite0@binary-bnn:untrained=yes", "clean", 0): ["8113c359a990454d"],
+    ("efficientnet_lite0@binary-bnn:untrained=yes", "pgd", 0): ["95d4848bdaa32311"],
+    ("efficientnet_lite0@binary-bnn:untrained=yes", "clean", 3): ["8113c359a990454d"],
+    ("efficientnet_lite0@binary-bnn:untrained=yes", "pgd", 3): ["ab7b190bb888cb9b"],
 }
 
 

@@ -130,8 +130,11 @@ def test_interrupted_force_leaves_the_previous_result_intact(imagenet_sample, tm
     def start(phase, sig):
         st = stores[phase, sig] = ResultsStore(tmp_path / f"{phase}-{sig.name}")
         shutil.copytree(base.root, st.root)
+        # SIGINT as a terminal's Ctrl-C sends it, even where this test runs with SIGINT ignored (a
+        # background job of a non-interactive shell), which the child would inherit
         return subprocess.Popen(_cmd(st.root, imagenet_sample, 6, 2, "--force", model=MODEL, batch=1),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     sigs = (signal.SIGKILL, signal.SIGINT)
     for f in (settings.home() / "quant").glob("*.pt"):
