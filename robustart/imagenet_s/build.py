@@ -13,7 +13,6 @@ these shards), and `status: complete` only when every shard exists.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robustart.zoo.weights import file_sha256
 from robustart.errors import RobustartError
 
 MANIFEST = "manifest.json"
@@ -66,14 +66,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _make_shard(task) -> tuple[str, int, int, int]:
@@ -184,7 +176,7 @@ def build(data, out, *, decoders=None, resizers=None, grid: str = "sweep", model
         files = [out / key / f"shard-{s:05d}.npz" for s in range(n_shards)]
         if all(f.is_file() for f in files):
             old_sha = v.get("sha256") or []
-            v["sha256"] = old_sha if len(old_sha) == n_shards and key not in pipelines else [_sha256(f) for f in files]
+            v["sha256"] = old_sha if len(old_sha) == n_shards and key not in pipelines else [file_sha256(f) for f in files]
             if key in pipelines:
                 try:
                     v["versions"] = {"decoder": D.get(v["decoder"]).version()}
@@ -212,7 +204,7 @@ def verify_shards(directory, key: str, manifest: dict) -> None:
         if not f.is_file():
             raise RobustartError(f"ImageNet-S shard {f} is missing; run `robustart imagenet-s build` again with the "
                                  "same arguments to remake it.")
-        if _sha256(f) != want:
+        if file_sha256(f) != want:
             raise RobustartError(f"ImageNet-S shard {f} was changed after the build (its sha256 is not the "
                                  "manifest's); refusing to read it. Delete it and run `robustart imagenet-s build` "
                                  "again with the same arguments to remake it.")

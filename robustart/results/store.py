@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from robustart import settings
+from robustart.zoo.weights import file_sha256  # noqa: F401  (also used by engine.plan)
 from robustart.errors import StoreError
 
 FORMAT = 2
@@ -59,14 +60,6 @@ def ids_hash(ids) -> str:
         h.update(str(i).encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
