@@ -31,6 +31,42 @@ class _Group(TyperGroup):
                 raise
             C.fail(e)
 
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        """Usage errors (an unknown option, `--limit abc`, a missing argument) also end in one
+        `error:` line naming the option and the command's --help, exit code 2; a bare group
+        still prints its help."""
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        E = _click_exceptions()
+        try:
+            rv = super().main(args, prog_name, standalone_mode=False, **extra)
+        except E.NoArgsIsHelpError as e:
+            from typer import rich_utils
+
+            rich_utils.rich_format_error(e)
+            sys.exit(e.exit_code)
+        except E.UsageError as e:
+            where = e.ctx.command_path if e.ctx is not None else (prog_name or "robustart")
+            C.error(f"{where}: {e.format_message().rstrip('.')} (see '{where} --help').")
+            sys.exit(2)
+        except E.ClickException as e:
+            C.error(e.format_message())
+            sys.exit(2 if e.exit_code in (None, 1, 2) else e.exit_code)
+        except typer.Abort:
+            C.error("aborted.")
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) and not isinstance(rv, bool) else 0)
+
+
+def _click_exceptions():
+    """The click that Typer runs on (recent Typer vendors its own copy as typer._click)."""
+    import typer.core
+
+    ck = getattr(typer.core, "_click", None)
+    if ck is None:
+        import click as ck
+    return ck.exceptions
+
 
 app = typer.Typer(help="Robustness evaluation platform and model zoo for image classifiers.",
                   no_args_is_help=True, add_completion=False, cls=_Group)

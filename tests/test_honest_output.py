@@ -373,3 +373,24 @@ def test_list_and_show_formats(tmp_path):
                        env={**os.environ, "COLUMNS": "80"})
     assert r.returncode == 0 and max(len(ln) for ln in r.stdout.splitlines()) <= 80, r.stdout
     _one_error(runner.invoke(app, ["zoo", "list", "--format", "xml"]), "--format 'xml'")
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["eval", "--limit", "abc"], ["robustart eval", "--limit", "robustart eval --help"]),
+    (["eval", "--no-such-option"], ["--no-such-option", "robustart eval --help"]),
+    (["zoo", "info"], ["robustart zoo info", "name"]),
+    (["no-such-command"], ["no-such-command", "robustart --help"]),
+])
+def test_usage_errors_are_one_error_line(args, needles):
+    """Typer/click's own errors (a bad value, an unknown option or command, a missing argument)
+    end like every other user error, not in a boxed usage message."""
+    r = runner.invoke(app, args, prog_name="robustart")
+    line = _one_error(r, *needles)
+    assert "Usage:" not in r.output and "╭" not in r.output, r.output
+    assert line.endswith("--help').")
+
+
+def test_bare_group_still_prints_its_help():
+    r = runner.invoke(app, ["zoo"])
+    assert "error:" not in r.output and "list" in r.output and "download" in r.output, r.output
+    assert runner.invoke(app, ["zoo", "list", "--help"]).exit_code == 0
