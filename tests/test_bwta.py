@@ -149,3 +149,30 @@ def test_train_bwta_reaches_ternary_and_resumes(tmp_path):
     BW.calibrate(again, images(8), k=3)
     r2 = train_bwta(again, teacher, data, steps=6, k_start=3, lr=1e-3, checkpoint=ck, progress=False)
     assert r2.step == 6 and r2.losses == r.losses  # finished run: loaded, not retrained
+
+
+def test_trained_bwta_network_registers_as_a_local_entry(tmp_path, _isolated_home):
+    """A trained BWTA network written as a local entry comes back as `NAME@bwta` with its
+    levels and scales: the same logits as the trained network, and no calibration asked for."""
+    from robustart.quant.train import register, train_bwta
+    from robustart.zoo.build import build, calibration_for
+    from robustart.zoo.registry import get_entry
+
+    teacher = small_model("vit")
+    student = copy.deepcopy(teacher)
+    BW.bwta_model(student.net)
+    BW.calibrate(student, images(8), k=3)
+    train_bwta(student, teacher, [(images(8, seed=s), None) for s in range(2)], steps=4, k_start=3, lr=1e-3,
+               progress=False)
+    path = register("tiny-vit-bwta", teacher.entry, student, "bwta")
+    assert path == _isolated_home / "zoo" / "tiny-vit-bwta.json"
+    entry = get_entry("tiny-vit-bwta")
+    assert entry.form == "bwta" and entry.spec == "tiny-vit-bwta@bwta" and calibration_for(entry) is None
+    model = build(entry, progress=False)
+    assert model.quant_info["trained"] and all(int(q.k) == 1 for q in BW.quantizers(model))
+    x = images(4, seed=9)
+    with torch.no_grad():
+        want = student(x)
+        assert torch.equal(model(x), want)
+        BW.set_mode(model, "fp")
+        assert not torch.equal(model(x), want)  # the loaded network is the BWTA one, not its float weights

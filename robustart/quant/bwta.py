@@ -477,12 +477,15 @@ def check_form(entry, cfg: BWTAConfig) -> None:
     if entry.family not in FAMILIES:
         raise RobustartError(f"model {entry.spec!r}: bwta forms are for transformer and mixer models; "
                              f"{entry.name!r} is a {entry.family}. Use a binary form (e.g. @binary-irnet) for CNNs.")
+    if isinstance(cfg, dict) and cfg.get("trained"):  # a local entry of a trained BWTA network
+        return
     if not cfg.untrained:
         raise RobustartError(
             f"model {entry.spec!r}: {entry.name}'s weights are full-precision; in BWTA layers without the training "
-            "recipe they are far from the float model, not a result. Train it with robustart.quant.train.train_bwta "
-            "(Python; see the README's BWTA section; a trained BWTA network cannot be registered as a local entry "
-            f"yet). To measure the untrained form on purpose: --model {entry.name}@bwta:untrained=yes.")
+            "recipe they are far from the float model, not a result. Train it with `python -m robustart.quant.train "
+            f"--model {entry.name} --method bwta --out RUN.pt --register {entry.name}-bwta` (a local entry in "
+            f"$ROBUSTART_HOME/zoo/; then --model {entry.name}-bwta). To measure the untrained form on purpose: "
+            f"--model {entry.name}@bwta:untrained=yes.")
 
 
 def bwta_zoo_model(model, cfg: BWTAConfig, calib, *, backend: str = "fake"):

@@ -250,19 +250,23 @@ class QuantForms:
     def calibration(self, entry, source=None) -> CalibSet | None:
         """The calibration images of a quantized form (from `source`, the evaluated dataset, unless
         the form or ROBUSTART_CALIB_DATA names others); None for forms that need none."""
-        if entry.form in ("fp", "binary"):
-            return None
+        if entry.form in ("fp", "binary") or (isinstance(entry.quant, dict) and entry.quant.get("trained")):
+            return None  # a trained network's scales are in its checkpoint
         return calibration_set(entry.quant, source)
 
     def trained_network(self, net, entry):
         """The network a trained form's checkpoint fits (a local entry of a binarized network
         that `python -m robustart.quant.train --register NAME` wrote): its layers are made first,
         then the checkpoint is loaded into them."""
+        if entry.form == "bwta":  # BWTA layers (their quantizers' levels and scales are in the checkpoint)
+            from robustart.quant.bwta import bwta_model
+
+            return bwta_model(net)
         if entry.form != "binary":
             from robustart.errors import RobustartError
 
             raise RobustartError(f"model {entry.name!r}: a local entry of form {entry.form!r} is not supported; "
-                                 "local entries hold float or binarized (form: binary) networks.")
+                                 "local entries hold float, binarized (form: binary) or BWTA (form: bwta) networks.")
         from robustart.quant.binary import BINARIZATION_METHODS
 
         return BINARIZATION_METHODS.get(entry.quant["method"]).binarize(net)
@@ -276,6 +280,13 @@ class QuantForms:
             if not entry.quant.get("untrained"):
                 raise untrained_error(entry)
             return binarize_zoo_model(model, entry.quant["method"])
+        if entry.form == "bwta" and isinstance(entry.quant, dict) and entry.quant.get("trained"):
+            from robustart.quant.bwta import set_mode, use_kernels
+
+            set_mode(model, "quant")  # the trained levels and scales were loaded with the weights
+            use_kernels(model, "triton" if backend == "triton" else None)
+            model.quant_info = {"form": "bwta", "trained": True, "backend": backend}
+            return model.eval()
         if calibration is None:
             calibration = calibration_set(entry.quant)
         if entry.form == "bwta":

@@ -381,7 +381,8 @@ def main(argv: list[str] | None = None) -> None:
 
     ap = argparse.ArgumentParser(prog="python -m robustart.quant.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="zoo model name of the full-precision teacher")
-    ap.add_argument("--method", required=True, choices=METHODS)
+    ap.add_argument("--method", required=True, choices=[*METHODS, "bwta"],
+                    help="a binarization method, or bwta (transformer and mixer models: Smooth Multi-Stage Quantization)")
     ap.add_argument("--data", default=None, help="dataset (default: the built-in sample)")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -398,33 +399,54 @@ def main(argv: list[str] | None = None) -> None:
     a = ap.parse_args(argv)
     try:
         teacher = load_model(a.model)
+        if a.register:
+            check_name(a.register)  # before hours of training
         student = copy.deepcopy(teacher)
-        binarize_model(student.net, a.method)
         data = image_batches(teacher, a.data, limit=a.limit, batch_size=a.batch_size)
-        r = train_binary(student, teacher, data, epochs=a.epochs, steps=a.steps, lr=a.lr,
-                         kd_weight=a.kd_weight, temperature=a.temperature, checkpoint=a.out, device=a.device)
-        entry = register_binary(a.register, teacher.entry, a.method, student) if a.register else None
+        kw = dict(epochs=a.epochs, steps=a.steps, lr=a.lr, kd_weight=a.kd_weight, temperature=a.temperature,
+                  checkpoint=a.out, device=a.device)
+        if a.method == "bwta":
+            from robustart.quant import bwta
+
+            if teacher.entry.family not in bwta.FAMILIES:
+                raise RobustartError(f"--model {a.model}: bwta is for transformer and mixer models; "
+                                     f"{a.model!r} is a {teacher.entry.family}. Use a binarization method for CNNs.")
+            bwta.bwta_model(student.net)
+            bwta.calibrate(student, torch.cat([x for x, _ in data]), k=bwta.K_START)
+            r = train_bwta(student, teacher, data, **kw)
+        else:
+            binarize_model(student.net, a.method)
+            r = train_binary(student, teacher, data, **kw)
+        entry = register(a.register, teacher.entry, student, a.method) if a.register else None
     except (ValueError, RobustartError) as e:
         ap.exit(2, f"error: {' '.join(str(e).splitlines())}\n")
     print(f"{r.step} steps; loss {r.losses[0]:.4f} -> {r.losses[-1]:.4f}; checkpoint {a.out}"
           + (f"; local entry {entry} (robustart eval --model {a.register})" if entry else ""))
 
 
-def register_binary(name: str, fp_entry, method: str, student) -> Path:
-    """Write a trained binarized network as a local zoo entry: `$ROBUSTART_HOME/zoo/NAME.json`
-    (form binary, the method, the fp entry's architecture and preprocessing) beside
-    `NAME.safetensors` (the network's state; its sha256 is pinned in the entry)."""
+def check_name(name: str) -> None:
     import re
 
-    from safetensors.torch import save_file
-
-    from robustart import settings
     from robustart.errors import RobustartError
-    from robustart.results.store import atomic_write_json
-    from robustart.zoo.weights import file_sha256
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or "@" in name:
         raise RobustartError(f"--register {name!r}: use letters, digits, '.', '_' and '-' (it becomes a file name).")
+
+
+def register(name: str, fp_entry, student, method: str) -> Path:
+    """Write a trained network as a local zoo entry: `$ROBUSTART_HOME/zoo/NAME.json` (its form:
+    binary with the method, or bwta; the fp entry's architecture and preprocessing) beside
+    `NAME.safetensors` (the network's state, a BWTA network's quantizer levels and scales included;
+    its sha256 is pinned in the entry)."""
+    from safetensors.torch import save_file
+
+    from robustart import settings
+    from robustart.results.store import atomic_write_json
+    from robustart.zoo.weights import file_sha256
+
+    check_name(name)
+    form, quant, how = ("bwta", {"recipe": "bwta"}, "in BWTA form (Smooth Multi-Stage Quantization)") \
+        if method == "bwta" else ("binary", {"method": method}, f"binarized ({method})")
     folder = settings.home() / "zoo"
     folder.mkdir(parents=True, exist_ok=True)
     wpath = folder / f"{name}.safetensors"
@@ -436,8 +458,8 @@ def register_binary(name: str, fp_entry, method: str, student) -> Path:
     d = {"name": name, "arch": e.arch, "family": e.family, "input_size": list(e.input_size),
          "crop_pct": e.crop_pct, "interpolation": e.interpolation, "mean": list(e.mean), "std": list(e.std),
          "num_classes": e.num_classes, "params": e.params, "arch_kwargs": dict(e.arch_kwargs),
-         "form": "binary", "quant": {"method": method},
-         "description": f"{e.name} binarized ({method}) and distilled by robustart.quant.train",
+         "form": form, "quant": quant,
+         "description": f"{e.name} {how} and distilled by robustart.quant.train",
          "weights": {"file": wpath.name, "sha256": file_sha256(wpath)}}
     path = folder / f"{name}.json"
     atomic_write_json(path, d)

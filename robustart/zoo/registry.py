@@ -169,6 +169,8 @@ class ModelEntry:
             return self.name
         if self.form == "binary":
             return f"{self.name}@binary-{self.quant['method']}"
+        if isinstance(self.quant, dict):  # a local entry of a trained form (bwta): its settings are its checkpoint's
+            return f"{self.name}@{self.form}"
         return f"{self.name}@{self.quant.spec()}"
 
     def quant_dict(self) -> dict | None:
@@ -332,7 +334,7 @@ def entry_from_json(path: str | Path) -> ModelEntry:
         weights = WeightSource(file=w["file"], sha256=w.get("sha256"), key_map=w.get("key_map", "timm"))
         kw = {k: d[k] for k in ("input_size", "mean", "std", "tags") if k in d}
         kw = {k: tuple(v) for k, v in kw.items()}
-        if d.get("form", "fp") != "fp":  # a trained form (a binarized network): its checkpoint is the form's
+        if d.get("form", "fp") != "fp":  # a trained form (binarized, bwta): its checkpoint is the form's
             kw["form"] = d["form"]
             kw["quant"] = {**dict(d["quant"]), "trained": True}
         known = {"name", "arch", "family", "crop_pct", "interpolation", "num_classes", "params", "license",
