@@ -131,7 +131,7 @@ def records(entry, noise: dict, schema, ids: list[str], labels: np.ndarray):
     # correct under the noise: clean-correct and easy enough; a small job-specific jitter so
     # attacks of one budget disagree on some samples
     correct = clean_ok & (diff + 0.08 * (jitter - 0.5) < acc * s) if noise["name"] != "clean" else clean_ok
-    failed = (np.arange(n) % 2500) == 1777  # files that do not decode: failed in every job
+    failed = (np.arange(n) % 2500) == 1777 % min(n, 2500)  # files that do not decode: failed in every job
     other = (labels + 1 + (jitter * 998).astype(np.int32)) % 1000
     pred = np.where(correct, labels, other).astype(np.int32)
     clean_pred = np.where(clean_ok, labels, (labels + 1 + (diff * 998).astype(np.int32)) % 1000).astype(np.int32)
@@ -253,13 +253,14 @@ def template() -> dict:
 
 
 def make(root: str | Path, n_jobs: int | None = 7500, n: int = 5000, shard_size: int = 1000, procs: int = 2,
-         progress: bool = True) -> dict:
-    """Write the store; returns what was written (jobs, records, bytes, seconds)."""
+         progress: bool = True, pairs: list[tuple[int, int]] | None = None) -> dict:
+    """Write the store (the first `n_jobs` of zoo x protocol, or the given (entry index, noise
+    index) `pairs`); returns what was written (jobs, records, bytes, seconds)."""
     import multiprocessing as mp
 
     root = Path(root)
     (root / "jobs").mkdir(parents=True, exist_ok=True)
-    pairs = job_plan(n_jobs)
+    pairs = job_plan(n_jobs) if pairs is None else pairs
     t0 = time.perf_counter()
     args = (str(root), n, shard_size, template())
     total = 0

@@ -182,11 +182,10 @@ def select_jobs(jobs: pd.DataFrame, models=None, noises=None) -> pd.DataFrame:
     return sel.reset_index(drop=True)
 
 
-def read_records(store: ResultsStore, keys) -> pd.DataFrame:
-    """The records of the given jobs, one frame with a `job` column, in one scan.
-
-    A clean job's `clean_pred`/`clean_correct` are its own predictions, so every job has them
-    and clean vs noisy comparisons need no special case."""
+def _scan(store: ResultsStore, keys, metas: dict | None = None):
+    """The records of the given jobs as one pyarrow Table with a `job` column, in one scan (in
+    the order of `keys`). A clean job's `clean_pred`/`clean_correct` are its own predictions, so
+    every job has them and clean vs noisy comparisons need no special case."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -194,12 +193,10 @@ def read_records(store: ResultsStore, keys) -> pd.DataFrame:
     schema = pa.schema([("sample_id", pa.string()), ("label", pa.int32()), ("pred", pa.int32()),
                         ("correct", pa.bool_()), ("status", pa.string()), ("clean_pred", pa.int32()),
                         ("clean_correct", pa.bool_()), ("job", pa.string()), ("_dir", pa.string())])
-    keys = list(keys)
-    files = [str(p) for k in keys for p in store.shard_files(k)]
+    metas = metas or {}
+    files = [str(p) for k in keys for p in store.shard_files(k, metas.get(k))]
     if not files:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in [
-            ("job", "object"), ("sample_id", "object"), ("label", "int32"), ("pred", "int32"),
-            ("correct", "bool"), ("status", "object"), ("clean_pred", "int32"), ("clean_correct", "bool")]})
+        return None
     # The job key is the folder two levels above each shard (its records folder below it): read
     # it as a partition field.
     part = ds.DirectoryPartitioning(pa.schema([("job", pa.string()), ("_dir", pa.string())]))
@@ -208,9 +205,67 @@ def read_records(store: ResultsStore, keys) -> pd.DataFrame:
     table = dataset.to_table(columns=["job", *RECORD_COLUMNS])
     table = table.set_column(table.schema.get_field_index("clean_pred"), "clean_pred",
                              pc.coalesce(table["clean_pred"], table["pred"]))
-    table = table.set_column(table.schema.get_field_index("clean_correct"), "clean_correct",
-                             pc.coalesce(table["clean_correct"], table["correct"]))
+    return table.set_column(table.schema.get_field_index("clean_correct"), "clean_correct",
+                            pc.coalesce(table["clean_correct"], table["correct"]))
+
+
+def read_records(store: ResultsStore, keys) -> pd.DataFrame:
+    """The records of the given jobs, one frame with a `job` column, in one scan."""
+    table = _scan(store, list(keys))
+    if table is None:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in [
+            ("job", "object"), ("sample_id", "object"), ("label", "int32"), ("pred", "int32"),
+            ("correct", "bool"), ("status", "object"), ("clean_pred", "int32"), ("clean_correct", "bool")]})
     return table.to_pandas()
+
+
+class StoredRecords:
+    """The records of a report's jobs, read when a table needs them and never all at once: a
+    study's store holds hundreds of millions. `frames(keys, groups)` yields pandas frames of the
+    records of jobs `keys`, each holding whole groups (the jobs a cross-job view joins: a model's
+    attacks of one budget, its corruption cells, ...) and about `max_rows` records, so memory is
+    bounded by the largest group, not the store. Within a frame, jobs come in the order of the
+    job table (the order one scan of everything would give) and sample ids are integer codes
+    (equal ids, equal codes): joins and group-bys compare them, and no table shows them."""
+
+    def __init__(self, store: ResultsStore, jobs: pd.DataFrame, max_rows: int = 4_000_000):
+        self.store = store
+        self.keys = list(jobs["key"])
+        self._pos = {k: i for i, k in enumerate(self.keys)}
+        self._rows = dict(zip(self.keys, pd.to_numeric(jobs["dataset_n"], errors="coerce").fillna(0).astype(int)))
+        self.max_rows = max_rows
+
+    def __len__(self) -> int:
+        return int(sum(self._rows.values()))
+
+    def frames(self, keys, groups=None):
+        keys = list(keys)
+        groups = list(groups) if groups is not None else keys
+        members: dict = {}
+        for k, g in sorted(zip(keys, groups), key=lambda kg: self._pos[kg[0]]):
+            members.setdefault(g, [])
+            if k not in members[g]:
+                members[g].append(k)
+        chunk: list[str] = []
+        rows = 0
+        for g, ks in members.items():
+            if chunk and rows + sum(self._rows[k] for k in ks) > self.max_rows:
+                yield self._frame(chunk)
+                chunk, rows = [], 0
+            chunk += [k for k in ks if k not in chunk]
+            rows += sum(self._rows[k] for k in ks)
+        if chunk or not members:
+            yield self._frame(chunk)
+
+    def _frame(self, keys: list[str]) -> pd.DataFrame:
+        import pyarrow.compute as pc
+
+        table = _scan(self.store, sorted(keys, key=self._pos.get))
+        if table is None:
+            return read_records(self.store, [])
+        table = table.combine_chunks()
+        ids = pc.dictionary_encode(table["sample_id"]).combine_chunks().indices
+        return table.set_column(table.schema.get_field_index("sample_id"), "sample_id", ids).to_pandas()
 
 
 @dataclass
@@ -220,10 +275,10 @@ class StoreData:
     root: Path
     all_jobs: pd.DataFrame  # every job in the store, any status (for the "not shown" note)
     jobs: pd.DataFrame  # the complete jobs selected
-    records: pd.DataFrame  # their records, with a `job` column
+    records: StoredRecords  # their records, read a group of jobs at a time (tables.frames)
 
 
 def load(store: ResultsStore, models=None, noises=None) -> StoreData:
     all_jobs = read_jobs(store)
     jobs = select_jobs(all_jobs, models, noises) if len(all_jobs) else all_jobs
-    return StoreData(store.root, all_jobs, jobs, read_records(store, jobs["key"]))
+    return StoreData(store.root, all_jobs, jobs, StoredRecords(store, jobs))
