@@ -142,12 +142,15 @@ def _dataset_labels(jobs: pd.DataFrame) -> pd.Series:
     return base.where(~clash, base + " [" + jobs["fingerprint"].astype(str).str[:8] + "]")
 
 
-def read_jobs(store: ResultsStore) -> pd.DataFrame:
+def read_jobs(store: ResultsStore, metas: dict | None = None) -> pd.DataFrame:
     """One row per job in the store (any status), from its meta.json; a damaged job (its files
-    do not prove its records) has status `damaged` and says why in `problem`."""
+    do not prove its records) has status `damaged` and says why in `problem`. `metas`, a dict,
+    receives each job's meta (so nothing reads them twice)."""
     rows = []
     for key in store.keys():
         state = store.check(key)
+        if metas is not None:
+            metas[key] = state.meta
         try:
             row = _job_row(key, state.meta or {})
         except Exception as e:  # a meta.json of the right shape with wrong contents
@@ -182,10 +185,11 @@ def select_jobs(jobs: pd.DataFrame, models=None, noises=None) -> pd.DataFrame:
     return sel.reset_index(drop=True)
 
 
-def _scan(store: ResultsStore, keys, metas: dict | None = None):
+def _scan(store: ResultsStore, keys, metas: dict | None = None, columns=RECORD_COLUMNS, ok_only: bool = False):
     """The records of the given jobs as one pyarrow Table with a `job` column, in one scan (in
-    the order of `keys`). A clean job's `clean_pred`/`clean_correct` are its own predictions, so
-    every job has them and clean vs noisy comparisons need no special case."""
+    the order of `keys`): `columns` of them, and with `ok_only` only samples that decoded (the
+    filter is applied while reading). A clean job's `clean_pred`/`clean_correct` are its own
+    predictions, so every job has them and clean vs noisy comparisons need no special case."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -202,11 +206,12 @@ def _scan(store: ResultsStore, keys, metas: dict | None = None):
     part = ds.DirectoryPartitioning(pa.schema([("job", pa.string()), ("_dir", pa.string())]))
     dataset = ds.dataset(files, schema=schema, format="parquet", partitioning=part,
                          partition_base_dir=str(store.jobs_dir))
-    table = dataset.to_table(columns=["job", *RECORD_COLUMNS])
-    table = table.set_column(table.schema.get_field_index("clean_pred"), "clean_pred",
-                             pc.coalesce(table["clean_pred"], table["pred"]))
-    return table.set_column(table.schema.get_field_index("clean_correct"), "clean_correct",
-                            pc.coalesce(table["clean_correct"], table["correct"]))
+    # a clean job's own predictions stand for its clean pass
+    cols = {"job": ds.field("job"), **{c: ds.field(c) for c in columns}}
+    for c, own in (("clean_pred", "pred"), ("clean_correct", "correct")):
+        if c in cols:
+            cols[c] = pc.coalesce(ds.field(c), ds.field(own))
+    return dataset.to_table(columns=cols, filter=(ds.field("status") == "ok") if ok_only else None)
 
 
 def read_records(store: ResultsStore, keys) -> pd.DataFrame:
@@ -228,8 +233,10 @@ class StoredRecords:
     job table (the order one scan of everything would give) and sample ids are integer codes
     (equal ids, equal codes): joins and group-bys compare them, and no table shows them."""
 
-    def __init__(self, store: ResultsStore, jobs: pd.DataFrame, max_rows: int = 4_000_000):
+    def __init__(self, store: ResultsStore, jobs: pd.DataFrame, max_rows: int = 4_000_000,
+                 metas: dict | None = None):
         self.store = store
+        self.metas = metas or {}
         self.keys = list(jobs["key"])
         self._pos = {k: i for i, k in enumerate(self.keys)}
         self._rows = dict(zip(self.keys, pd.to_numeric(jobs["dataset_n"], errors="coerce").fillna(0).astype(int)))
@@ -238,7 +245,17 @@ class StoredRecords:
     def __len__(self) -> int:
         return int(sum(self._rows.values()))
 
-    def frames(self, keys, groups=None):
+    def cached(self, keys) -> dict[str, dict]:
+        """The metrics each complete job's meta.json caches (computed from its records when it
+        completed, robustart.results.metrics.noise_summary), for the jobs that have them."""
+        out = {}
+        for k in keys:
+            m = self.metas.get(k) or {}
+            if m.get("status") == "complete" and int(m.get("format", 1)) >= 2 and isinstance(m.get("metrics"), dict):
+                out[k] = m["metrics"]
+        return out
+
+    def frames(self, keys, groups=None, columns=RECORD_COLUMNS, ok_only: bool = False):
         keys = list(keys)
         groups = list(groups) if groups is not None else keys
         members: dict = {}
@@ -250,22 +267,27 @@ class StoredRecords:
         rows = 0
         for g, ks in members.items():
             if chunk and rows + sum(self._rows[k] for k in ks) > self.max_rows:
-                yield self._frame(chunk)
+                yield self._frame(chunk, columns, ok_only)
                 chunk, rows = [], 0
             chunk += [k for k in ks if k not in chunk]
             rows += sum(self._rows[k] for k in ks)
         if chunk or not members:
-            yield self._frame(chunk)
+            yield self._frame(chunk, columns, ok_only)
 
-    def _frame(self, keys: list[str]) -> pd.DataFrame:
+    def _frame(self, keys: list[str], columns, ok_only: bool) -> pd.DataFrame:
         import pyarrow.compute as pc
 
-        table = _scan(self.store, sorted(keys, key=self._pos.get))
+        table = _scan(self.store, sorted(keys, key=self._pos.get), self.metas, columns, ok_only)
         if table is None:
             return read_records(self.store, [])
-        table = table.combine_chunks()
-        ids = pc.dictionary_encode(table["sample_id"]).combine_chunks().indices
-        return table.set_column(table.schema.get_field_index("sample_id"), "sample_id", ids).to_pandas()
+        # job keys and sample ids as pandas categoricals: group-bys and joins on small integers
+        for c in ("job", "sample_id", "status"):
+            if c in table.column_names:
+                table = table.set_column(table.schema.get_field_index(c), c, pc.dictionary_encode(table[c]))
+        df = table.to_pandas()
+        if "sample_id" in df.columns:
+            df["sample_id"] = df["sample_id"].cat.codes
+        return df
 
 
 @dataclass
@@ -279,6 +301,7 @@ class StoreData:
 
 
 def load(store: ResultsStore, models=None, noises=None) -> StoreData:
-    all_jobs = read_jobs(store)
+    metas: dict = {}
+    all_jobs = read_jobs(store, metas)
     jobs = select_jobs(all_jobs, models, noises) if len(all_jobs) else all_jobs
-    return StoreData(store.root, all_jobs, jobs, StoredRecords(store, jobs))
+    return StoreData(store.root, all_jobs, jobs, StoredRecords(store, jobs, metas=metas))
