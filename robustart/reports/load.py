@@ -1,6 +1,8 @@
 """Reading the results store for a report: one row per job from the metas, and the records of
-every selected job in one columnar scan (pyarrow dataset over all shard files), so a store of
-thousands of jobs costs one multithreaded read, not a Python loop per record."""
+the selected jobs as columnar scans (pyarrow datasets over their shard files: the columns a view
+needs, only samples that decoded), a group of jobs at a time (StoredRecords), so a study's store
+(thousands of jobs, hundreds of millions of records) is read in bounded memory, with no Python
+loop per record."""
 
 from __future__ import annotations
 
@@ -224,6 +226,14 @@ def read_records(store: ResultsStore, keys) -> pd.DataFrame:
     return table.to_pandas()
 
 
+def _n_records(meta: dict | None, default: int) -> int:
+    layout = (meta or {}).get("layout")
+    try:
+        return int(layout["n"])
+    except (TypeError, KeyError, ValueError):
+        return int(default)
+
+
 class StoredRecords:
     """The records of a report's jobs, read when a table needs them and never all at once: a
     study's store holds hundreds of millions. `frames(keys, groups)` yields pandas frames of the
@@ -239,7 +249,9 @@ class StoredRecords:
         self.metas = metas or {}
         self.keys = list(jobs["key"])
         self._pos = {k: i for i, k in enumerate(self.keys)}
-        self._rows = dict(zip(self.keys, pd.to_numeric(jobs["dataset_n"], errors="coerce").fillna(0).astype(int)))
+        # records per job: its layout's n (what its shards hold), else its dataset's
+        self._rows = {k: _n_records(self.metas.get(k), n) for k, n in
+                      zip(self.keys, pd.to_numeric(jobs["dataset_n"], errors="coerce").fillna(0).astype(int))}
         self.max_rows = max_rows
 
     def __len__(self) -> int:

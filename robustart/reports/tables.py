@@ -1,6 +1,9 @@
 """Report tables: pure functions of the job table and the records (see load.py), vectorised with
 pandas group-bys over frames of whole groups of jobs (`frames`), so a study's store is never in
-memory at once. Every number is computed here from records; nothing reads a cached summary.
+memory at once. Every number is computed from records: per-job numbers (top-1, AR, flip rate)
+from the metrics each complete job cached in its meta.json when it completed (the functions of
+robustart.results.metrics over its records), the cross-job ones (WCAR, mCE's clean error,
+ImageNet-S flips, precision flips) here, by joins on sample_id.
 
 Percentages throughout. The definitions are those of robustart.results.metrics (top-1 and AR
 over the samples that decoded, WCAR as a join on sample_id) and of the corruption family's
