@@ -73,6 +73,32 @@ def test_tables_read_in_groups_equal_one_read_of_every_record(study):
     assert len(whole["wcar"]) == 4 and len(whole["imagenet_s"]) == 2 and len(whole["corruption"]) == 2
 
 
+def test_jobs_without_cached_metrics_are_read_from_their_records(study, tmp_path):
+    """A complete job whose meta caches no metrics (written by an older robustart) gets its
+    per-job numbers from its records, and the tables do not change."""
+    import json
+    import shutil
+
+    from robustart.reports import load as L
+    from robustart.reports import tables as T
+
+    root = tmp_path / "store"
+    shutil.copytree(study.root, root)
+    st = ResultsStore(root)
+    stripped = st.keys()[::3]
+    for k in stripped:
+        meta = st.read_meta(k)
+        del meta["metrics"]
+        (st.meta_path(k)).write_text(json.dumps(meta))
+    data = L.load(st)
+    assert not set(stripped) & set(data.records.cached(data.jobs["key"]))
+    data.records.max_rows = 1000
+    got = T.build_tables(data.jobs, data.records)
+    want = T.build_tables(data.jobs, L.read_records(st, data.jobs["key"]))
+    for name in want:
+        pd.testing.assert_frame_equal(got[name], want[name], check_exact=True, obj=name)
+
+
 def test_tables_equal_the_metric_functions_over_each_jobs_records(study):
     from robustart.reports import load as L
     from robustart.reports import tables as T
