@@ -169,3 +169,43 @@ def test_results_list_reads_no_record(study, monkeypatch):
     assert len(df) == len(want) and (df["status"] == "complete").all() and (df["n_done"] == N).all()
     for k, top1 in zip(df["key"], df["top1"]):
         assert _close(top1, want[k])
+
+
+def test_clean_pass_of_a_sample_failed_in_the_first_cell_comes_from_a_later_one(study, tmp_path):
+    """mCE's clean error reads each model's first corruption cell whole and looks the samples
+    that failed there up in the next cells: a sample ok only in a later cell counts, as in one
+    read of every record."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from robustart.engine.execute import _metrics
+    from robustart.reports import load as L
+    from robustart.reports import tables as T
+
+    root = tmp_path / "store"
+    shutil.copytree(study.root, root)
+    st = ResultsStore(root)
+    before = T.build_tables(*(lambda d: (d.jobs, d.records))(L.load(st)))["corruption"]
+    data = L.load(st)
+    cells = data.jobs[data.jobs["section"] == "corruption"]
+    later = cells[cells["label"] == cells["label"].iloc[0]]["key"].iloc[-1]  # not its model's first cell
+    rec = st.read_records(later)
+    i = int((rec["status"] == "failed").to_numpy().nonzero()[0][0])
+    rec.loc[i, ["status", "error", "pred", "clean_pred", "correct", "clean_correct"]] = \
+        ["ok", "", rec.loc[i, "label"], rec.loc[i, "label"], True, True]
+    shard = st.shard_path(later, i // 100)
+    part = rec.iloc[(i // 100) * 100:(i // 100 + 1) * 100].reset_index(drop=True)
+    st.write_shard(later, i // 100, pa.Table.from_pandas(part, schema=pq.read_schema(shard), preserve_index=False))
+    meta = st.seal(later)
+    meta["metrics"] = _metrics(st.read_records(later))
+    st.write_meta(later, meta)
+    data = L.load(st)
+    data.records.max_rows = 1000
+    got = T.build_tables(data.jobs, data.records)
+    want = T.build_tables(data.jobs, L.read_records(st, data.jobs["key"]))
+    pd.testing.assert_frame_equal(got["corruption"], want["corruption"], check_exact=True)
+    row = got["corruption"].set_index("model").loc[cells["label"].iloc[0]]
+    old = before.set_index("model").loc[cells["label"].iloc[0]]
+    assert row["clean_error"] < old["clean_error"]  # one more sample, clean-correct

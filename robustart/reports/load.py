@@ -286,6 +286,92 @@ class StoredRecords:
         if chunk or not members:
             yield self._frame(chunk, columns, ok_only)
 
+    def _layout(self, key: str) -> dict | None:
+        m = self.metas.get(key) or {}
+        if m.get("status") == "complete" and int(m.get("format", 1)) >= 2 and isinstance(m.get("layout"), dict):
+            return m["layout"]
+        return None
+
+    def first_ok(self, keys, groups, column: str) -> pd.DataFrame:
+        """(group, sample_id, column): per group, each sample once, from the first job (in job
+        order) where it is ok: what `drop_duplicates` over every ok record of the group keeps,
+        without reading every job. The first job is read whole; a sample that failed there is
+        looked up in the next jobs, in the one shard its position puts it in (checked by id; a
+        job where it is not found is scanned whole). Groups whose jobs are not all complete
+        format-2 jobs of one size are read whole."""
+        keys, groups = list(keys), list(groups)
+        members: dict = {}
+        for k, g in sorted(zip(keys, groups), key=lambda kg: self._pos[kg[0]]):
+            members.setdefault(g, []).append(k)
+        cols = ["sample_id", "status", column]
+        out, whole = [], []
+        quick = {g: ks for g, ks in members.items()
+                 if all(self._layout(k) is not None for k in ks) and len({self._layout(k)["n"] for k in ks}) == 1}
+        for g, ks in members.items():
+            if g not in quick:
+                whole += [(k, g) for k in ks]
+        if whole:
+            for rec in self.frames([k for k, _ in whole], [g for _, g in whole], columns=cols, ok_only=True):
+                ok = rec.assign(group=rec["job"].map(dict(whole)).astype("int64").to_numpy())
+                out.append(ok.drop_duplicates(["group", "sample_id"])[["group", "sample_id", column]])
+        first = {ks[0]: g for g, ks in quick.items()}
+        for chunk in self._chunks(list(first)):
+            t = _scan(self.store, chunk, self.metas, cols)
+            if t is None:
+                continue
+            df = t.to_pandas()
+            df["pos"] = df.groupby("job", sort=False).cumcount()
+            for k, rec in df.groupby("job", sort=False):
+                g = first[k]
+                ok = rec["status"] == "ok"
+                out.append(rec.loc[ok, ["sample_id", column]].assign(group=g))
+                missing = dict(zip(rec.loc[~ok, "sample_id"], rec.loc[~ok, "pos"]))
+                for later in quick[g][1:]:
+                    if not missing:
+                        break
+                    found = self._lookup(later, missing, column)
+                    if len(found):
+                        out.append(found.assign(group=g))
+                        for sid in found["sample_id"]:
+                            missing.pop(sid, None)
+        if not out:
+            return pd.DataFrame({"group": pd.Series(dtype="int64"), "sample_id": pd.Series(dtype=object),
+                                 column: pd.Series(dtype=bool)})
+        return pd.concat(out, ignore_index=True)[["group", "sample_id", column]]
+
+    def _chunks(self, keys: list[str]):
+        chunk, rows = [], 0
+        for k in keys:
+            if chunk and rows + self._rows[k] > self.max_rows:
+                yield chunk
+                chunk, rows = [], 0
+            chunk.append(k)
+            rows += self._rows[k]
+        if chunk:
+            yield chunk
+
+    def _lookup(self, key: str, missing: dict, column: str) -> pd.DataFrame:
+        """(sample_id, column) of the samples `missing` (id -> position in the dataset's order)
+        that are ok in job `key`: from the shards their positions name, else the whole job."""
+        import pyarrow.dataset as ds
+        import pyarrow.parquet as pq
+
+        size = int(self._layout(key)["shard_size"])
+        d = self.store.records_dir(key, self.metas.get(key))
+        parts, left = [], set(missing)
+        for shard in sorted({p // size for p in missing.values()}):
+            t = pq.read_table(d / f"shard-{shard:05d}.parquet", columns=["sample_id", "status", column]).to_pandas()
+            t = t[t["sample_id"].isin(list(left))]
+            left -= set(t["sample_id"])
+            parts.append(t[t["status"] == "ok"])
+        if left:  # not where its position says: look in every shard of the job
+            t = _scan(self.store, [key], self.metas, ["sample_id", column], ok_only=True)
+            if t is not None:
+                t = t.filter(ds.field("sample_id").isin(list(left))).to_pandas()
+                parts.append(t)
+        found = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["sample_id", column])
+        return found[["sample_id", column]]
+
     def _frame(self, keys: list[str], columns, ok_only: bool) -> pd.DataFrame:
         import pyarrow.compute as pc
 

@@ -249,11 +249,11 @@ def corruption_leaderboard(cells: pd.DataFrame, records: pd.DataFrame) -> pd.Dat
     by = ["model", "fingerprint", "impl", "jpeg"]
     gid = cells.groupby(by, sort=False).ngroup().rename("group")
     # each sample's clean prediction once per group (every cell holds the same samples), in one pass
-    parts = []
-    for rec in frames(records, cells["key"], gid, ["clean_correct"]):
-        ok = _in_groups(rec, cells["key"], gid)
-        parts.append(1.0 - ok.drop_duplicates(["group", "sample_id"]).groupby("group")["clean_correct"].mean())
-    clean_err = pd.concat(parts) if parts else pd.Series(dtype=float)
+    if isinstance(records, pd.DataFrame):
+        ok = _in_groups(records, cells["key"], gid).drop_duplicates(["group", "sample_id"])
+    else:  # a store: the first cell of each group, and the few samples that failed there
+        ok = records.first_ok(cells["key"], gid, "clean_correct")
+    clean_err = 1.0 - ok.groupby("group")["clean_correct"].mean()
     for g, grp in cells.groupby(gid.to_numpy(), sort=False):  # one small error table per model: no records here
         table = error_table(grp)
         clean = float(clean_err.get(g, float("nan")))
