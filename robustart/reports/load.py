@@ -315,6 +315,7 @@ class StoredRecords:
                 ok = rec.assign(group=rec["job"].map(dict(whole)).astype("int64").to_numpy())
                 out.append(ok.drop_duplicates(["group", "sample_id"])[["group", "sample_id", column]])
         first = {ks[0]: g for g, ks in quick.items()}
+        wanted = []  # (job, sample id, position): samples failed in their group's first job
         for chunk in self._chunks(list(first)):
             t = _scan(self.store, chunk, self.metas, cols)
             if t is None:
@@ -325,15 +326,10 @@ class StoredRecords:
                 g = first[k]
                 ok = rec["status"] == "ok"
                 out.append(rec.loc[ok, ["sample_id", column]].assign(group=g))
-                missing = dict(zip(rec.loc[~ok, "sample_id"], rec.loc[~ok, "pos"]))
-                for later in quick[g][1:]:
-                    if not missing:
-                        break
-                    found = self._lookup(later, missing, column)
-                    if len(found):
-                        out.append(found.assign(group=g))
-                        for sid in found["sample_id"]:
-                            missing.pop(sid, None)
+                wanted += [(later, sid, p) for later in quick[g][1:]
+                           for sid, p in zip(rec.loc[~ok, "sample_id"], rec.loc[~ok, "pos"])]
+        if wanted:
+            out.append(self._later(wanted, {k: g for g, ks in quick.items() for k in ks}, column))
         if not out:
             return pd.DataFrame({"group": pd.Series(dtype="int64"), "sample_id": pd.Series(dtype=object),
                                  column: pd.Series(dtype=bool)})
@@ -350,27 +346,41 @@ class StoredRecords:
         if chunk:
             yield chunk
 
-    def _lookup(self, key: str, missing: dict, column: str) -> pd.DataFrame:
-        """(sample_id, column) of the samples `missing` (id -> position in the dataset's order)
-        that are ok in job `key`: from the shards their positions name, else the whole job."""
+    def _later(self, wanted: list[tuple[str, str, int]], group_of: dict, column: str) -> pd.DataFrame:
+        """(group, sample_id, column) of samples failed in their group's first job, from the
+        first later job (in job order) where they are ok. One scan of the shards their
+        positions name in each job; a sample not found there is looked for in the whole job."""
+        import pyarrow as pa
         import pyarrow.dataset as ds
-        import pyarrow.parquet as pq
 
-        size = int(self._layout(key)["shard_size"])
-        d = self.store.records_dir(key, self.metas.get(key))
-        parts, left = [], set(missing)
-        for shard in sorted({p // size for p in missing.values()}):
-            t = pq.read_table(d / f"shard-{shard:05d}.parquet", columns=["sample_id", "status", column]).to_pandas()
-            t = t[t["sample_id"].isin(list(left))]
-            left -= set(t["sample_id"])
-            parts.append(t[t["status"] == "ok"])
-        if left:  # not where its position says: look in every shard of the job
-            t = _scan(self.store, [key], self.metas, ["sample_id", column], ok_only=True)
-            if t is not None:
-                t = t.filter(ds.field("sample_id").isin(list(left))).to_pandas()
-                parts.append(t)
-        found = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["sample_id", column])
-        return found[["sample_id", column]]
+        files = {}
+        for k, _, p in wanted:
+            files.setdefault(k, set()).add(p // int(self._layout(k)["shard_size"]))
+        paths = [str(self.store.records_dir(k, self.metas.get(k)) / f"shard-{s:05d}.parquet")
+                 for k in sorted(files, key=self._pos.get) for s in sorted(files[k])]
+        ids = sorted({sid for _, sid, _ in wanted})
+        schema = pa.schema([("sample_id", pa.string()), ("status", pa.string()), (column, pa.bool_()),
+                            ("job", pa.string()), ("_dir", pa.string())])
+        part = ds.DirectoryPartitioning(pa.schema([("job", pa.string()), ("_dir", pa.string())]))
+
+        def scan(paths):
+            d = ds.dataset(paths, schema=schema, format="parquet", partitioning=part,
+                           partition_base_dir=str(self.store.jobs_dir))
+            return d.to_table(columns=["job", "sample_id", "status", column],
+                              filter=ds.field("sample_id").isin(ids)).to_pandas()
+
+        got = scan(paths)
+        seen = set(zip(got["job"], got["sample_id"]))
+        lost = sorted({k for k, sid, _ in wanted if (k, sid) not in seen}, key=self._pos.get)
+        if lost:  # not where its position says (a job whose shards hold other samples): every shard
+            got = pd.concat([got, scan([str(p) for k in lost for p in self.store.shard_files(k, self.metas.get(k))])],
+                            ignore_index=True).drop_duplicates(["job", "sample_id"])
+        want = {(k, sid) for k, sid, _ in wanted}
+        got = got[[(k, sid) in want for k, sid in zip(got["job"], got["sample_id"])]]
+        ok = got[got["status"] == "ok"].assign(group=lambda d: d["job"].map(group_of).astype("int64"),
+                                              _pos=lambda d: d["job"].map(self._pos))
+        ok = ok.sort_values("_pos", kind="stable").drop_duplicates(["group", "sample_id"])
+        return ok[["group", "sample_id", column]]
 
     def _frame(self, keys: list[str], columns, ok_only: bool) -> pd.DataFrame:
         import pyarrow.compute as pc
