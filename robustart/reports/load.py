@@ -1,6 +1,8 @@
 """Reading the results store for a report: one row per job from the metas, and the records of
-every selected job in one columnar scan (pyarrow dataset over all shard files), so a store of
-thousands of jobs costs one multithreaded read, not a Python loop per record."""
+the selected jobs as columnar scans (pyarrow datasets over their shard files: the columns a view
+needs, only samples that decoded), a group of jobs at a time (StoredRecords), so a study's store
+(thousands of jobs, hundreds of millions of records) is read in bounded memory, with no Python
+loop per record."""
 
 from __future__ import annotations
 
@@ -142,12 +144,15 @@ def _dataset_labels(jobs: pd.DataFrame) -> pd.Series:
     return base.where(~clash, base + " [" + jobs["fingerprint"].astype(str).str[:8] + "]")
 
 
-def read_jobs(store: ResultsStore) -> pd.DataFrame:
+def read_jobs(store: ResultsStore, metas: dict | None = None) -> pd.DataFrame:
     """One row per job in the store (any status), from its meta.json; a damaged job (its files
-    do not prove its records) has status `damaged` and says why in `problem`."""
+    do not prove its records) has status `damaged` and says why in `problem`. `metas`, a dict,
+    receives each job's meta (so nothing reads them twice)."""
     rows = []
     for key in store.keys():
         state = store.check(key)
+        if metas is not None:
+            metas[key] = state.meta
         try:
             row = _job_row(key, state.meta or {})
         except Exception as e:  # a meta.json of the right shape with wrong contents
@@ -182,11 +187,11 @@ def select_jobs(jobs: pd.DataFrame, models=None, noises=None) -> pd.DataFrame:
     return sel.reset_index(drop=True)
 
 
-def read_records(store: ResultsStore, keys) -> pd.DataFrame:
-    """The records of the given jobs, one frame with a `job` column, in one scan.
-
-    A clean job's `clean_pred`/`clean_correct` are its own predictions, so every job has them
-    and clean vs noisy comparisons need no special case."""
+def _scan(store: ResultsStore, keys, metas: dict | None = None, columns=RECORD_COLUMNS, ok_only: bool = False):
+    """The records of the given jobs as one pyarrow Table with a `job` column, in one scan (in
+    the order of `keys`): `columns` of them, and with `ok_only` only samples that decoded (the
+    filter is applied while reading). A clean job's `clean_pred`/`clean_correct` are its own
+    predictions, so every job has them and clean vs noisy comparisons need no special case."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.dataset as ds
@@ -194,23 +199,203 @@ def read_records(store: ResultsStore, keys) -> pd.DataFrame:
     schema = pa.schema([("sample_id", pa.string()), ("label", pa.int32()), ("pred", pa.int32()),
                         ("correct", pa.bool_()), ("status", pa.string()), ("clean_pred", pa.int32()),
                         ("clean_correct", pa.bool_()), ("job", pa.string()), ("_dir", pa.string())])
-    keys = list(keys)
-    files = [str(p) for k in keys for p in store.shard_files(k)]
+    metas = metas or {}
+    files = [str(p) for k in keys for p in store.shard_files(k, metas.get(k))]
     if not files:
-        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in [
-            ("job", "object"), ("sample_id", "object"), ("label", "int32"), ("pred", "int32"),
-            ("correct", "bool"), ("status", "object"), ("clean_pred", "int32"), ("clean_correct", "bool")]})
+        return None
     # The job key is the folder two levels above each shard (its records folder below it): read
     # it as a partition field.
     part = ds.DirectoryPartitioning(pa.schema([("job", pa.string()), ("_dir", pa.string())]))
     dataset = ds.dataset(files, schema=schema, format="parquet", partitioning=part,
                          partition_base_dir=str(store.jobs_dir))
-    table = dataset.to_table(columns=["job", *RECORD_COLUMNS])
-    table = table.set_column(table.schema.get_field_index("clean_pred"), "clean_pred",
-                             pc.coalesce(table["clean_pred"], table["pred"]))
-    table = table.set_column(table.schema.get_field_index("clean_correct"), "clean_correct",
-                             pc.coalesce(table["clean_correct"], table["correct"]))
+    # a clean job's own predictions stand for its clean pass
+    cols = {"job": ds.field("job"), **{c: ds.field(c) for c in columns}}
+    for c, own in (("clean_pred", "pred"), ("clean_correct", "correct")):
+        if c in cols:
+            cols[c] = pc.coalesce(ds.field(c), ds.field(own))
+    return dataset.to_table(columns=cols, filter=(ds.field("status") == "ok") if ok_only else None)
+
+
+def read_records(store: ResultsStore, keys) -> pd.DataFrame:
+    """The records of the given jobs, one frame with a `job` column, in one scan."""
+    table = _scan(store, list(keys))
+    if table is None:
+        return pd.DataFrame({c: pd.Series(dtype=t) for c, t in [
+            ("job", "object"), ("sample_id", "object"), ("label", "int32"), ("pred", "int32"),
+            ("correct", "bool"), ("status", "object"), ("clean_pred", "int32"), ("clean_correct", "bool")]})
     return table.to_pandas()
+
+
+def _n_records(meta: dict | None, default: int) -> int:
+    layout = (meta or {}).get("layout")
+    try:
+        return int(layout["n"])
+    except (TypeError, KeyError, ValueError):
+        return int(default)
+
+
+class StoredRecords:
+    """The records of a report's jobs, read when a table needs them and never all at once: a
+    study's store holds hundreds of millions. `frames(keys, groups)` yields pandas frames of the
+    records of jobs `keys`, each holding whole groups (the jobs a cross-job view joins: a model's
+    attacks of one budget, its corruption cells, ...) and about `max_rows` records, so memory is
+    bounded by the largest group, not the store. Within a frame, jobs come in the order of the
+    job table (the order one scan of everything would give) and sample ids are integer codes
+    (equal ids, equal codes): joins and group-bys compare them, and no table shows them."""
+
+    def __init__(self, store: ResultsStore, jobs: pd.DataFrame, max_rows: int = 4_000_000,
+                 metas: dict | None = None):
+        self.store = store
+        self.metas = metas or {}
+        self.keys = list(jobs["key"])
+        self._pos = {k: i for i, k in enumerate(self.keys)}
+        # records per job: its layout's n (what its shards hold), else its dataset's
+        self._rows = {k: _n_records(self.metas.get(k), n) for k, n in
+                      zip(self.keys, pd.to_numeric(jobs["dataset_n"], errors="coerce").fillna(0).astype(int))}
+        self.max_rows = max_rows
+
+    def __len__(self) -> int:
+        return int(sum(self._rows.values()))
+
+    def cached(self, keys) -> dict[str, dict]:
+        """The metrics each complete job's meta.json caches (computed from its records when it
+        completed, robustart.results.metrics.noise_summary), for the jobs that have them."""
+        out = {}
+        for k in keys:
+            m = self.metas.get(k) or {}
+            if m.get("status") == "complete" and int(m.get("format", 1)) >= 2 and isinstance(m.get("metrics"), dict):
+                out[k] = m["metrics"]
+        return out
+
+    def frames(self, keys, groups=None, columns=RECORD_COLUMNS, ok_only: bool = False):
+        keys = list(keys)
+        groups = list(groups) if groups is not None else keys
+        members: dict = {}
+        for k, g in sorted(zip(keys, groups), key=lambda kg: self._pos[kg[0]]):
+            members.setdefault(g, [])
+            if k not in members[g]:
+                members[g].append(k)
+        chunk: list[str] = []
+        rows = 0
+        for g, ks in members.items():
+            if chunk and rows + sum(self._rows[k] for k in ks) > self.max_rows:
+                yield self._frame(chunk, columns, ok_only)
+                chunk, rows = [], 0
+            chunk += [k for k in ks if k not in chunk]
+            rows += sum(self._rows[k] for k in ks)
+        if chunk or not members:
+            yield self._frame(chunk, columns, ok_only)
+
+    def _layout(self, key: str) -> dict | None:
+        m = self.metas.get(key) or {}
+        if m.get("status") == "complete" and int(m.get("format", 1)) >= 2 and isinstance(m.get("layout"), dict):
+            return m["layout"]
+        return None
+
+    def first_ok(self, keys, groups, column: str) -> pd.DataFrame:
+        """(group, sample_id, column): per group, each sample once, from the first job (in job
+        order) where it is ok: what `drop_duplicates` over every ok record of the group keeps,
+        without reading every job. The first job is read whole; a sample that failed there is
+        looked up in the next jobs, in the one shard its position puts it in (checked by id; a
+        job where it is not found is scanned whole). Groups whose jobs are not all complete
+        format-2 jobs of one size are read whole."""
+        keys, groups = list(keys), list(groups)
+        members: dict = {}
+        for k, g in sorted(zip(keys, groups), key=lambda kg: self._pos[kg[0]]):
+            members.setdefault(g, []).append(k)
+        cols = ["sample_id", "status", column]
+        out, whole = [], []
+        quick = {g: ks for g, ks in members.items()
+                 if all(self._layout(k) is not None for k in ks) and len({self._layout(k)["n"] for k in ks}) == 1}
+        for g, ks in members.items():
+            if g not in quick:
+                whole += [(k, g) for k in ks]
+        if whole:
+            for rec in self.frames([k for k, _ in whole], [g for _, g in whole], columns=cols, ok_only=True):
+                ok = rec.assign(group=rec["job"].map(dict(whole)).astype("int64").to_numpy())
+                out.append(ok.drop_duplicates(["group", "sample_id"])[["group", "sample_id", column]])
+        first = {ks[0]: g for g, ks in quick.items()}
+        wanted = []  # (job, sample id, position): samples failed in their group's first job
+        for chunk in self._chunks(list(first)):
+            t = _scan(self.store, chunk, self.metas, cols)
+            if t is None:
+                continue
+            df = t.to_pandas()
+            df["pos"] = df.groupby("job", sort=False).cumcount()
+            for k, rec in df.groupby("job", sort=False):
+                g = first[k]
+                ok = rec["status"] == "ok"
+                out.append(rec.loc[ok, ["sample_id", column]].assign(group=g))
+                wanted += [(later, sid, p) for later in quick[g][1:]
+                           for sid, p in zip(rec.loc[~ok, "sample_id"], rec.loc[~ok, "pos"])]
+        if wanted:
+            out.append(self._later(wanted, {k: g for g, ks in quick.items() for k in ks}, column))
+        if not out:
+            return pd.DataFrame({"group": pd.Series(dtype="int64"), "sample_id": pd.Series(dtype=object),
+                                 column: pd.Series(dtype=bool)})
+        return pd.concat(out, ignore_index=True)[["group", "sample_id", column]]
+
+    def _chunks(self, keys: list[str]):
+        chunk, rows = [], 0
+        for k in keys:
+            if chunk and rows + self._rows[k] > self.max_rows:
+                yield chunk
+                chunk, rows = [], 0
+            chunk.append(k)
+            rows += self._rows[k]
+        if chunk:
+            yield chunk
+
+    def _later(self, wanted: list[tuple[str, str, int]], group_of: dict, column: str) -> pd.DataFrame:
+        """(group, sample_id, column) of samples failed in their group's first job, from the
+        first later job (in job order) where they are ok. One scan of the shards their
+        positions name in each job; a sample not found there is looked for in the whole job."""
+        import pyarrow as pa
+        import pyarrow.dataset as ds
+
+        files = {}
+        for k, _, p in wanted:
+            files.setdefault(k, set()).add(p // int(self._layout(k)["shard_size"]))
+        paths = [str(self.store.records_dir(k, self.metas.get(k)) / f"shard-{s:05d}.parquet")
+                 for k in sorted(files, key=self._pos.get) for s in sorted(files[k])]
+        ids = sorted({sid for _, sid, _ in wanted})
+        schema = pa.schema([("sample_id", pa.string()), ("status", pa.string()), (column, pa.bool_()),
+                            ("job", pa.string()), ("_dir", pa.string())])
+        part = ds.DirectoryPartitioning(pa.schema([("job", pa.string()), ("_dir", pa.string())]))
+
+        def scan(paths):
+            d = ds.dataset(paths, schema=schema, format="parquet", partitioning=part,
+                           partition_base_dir=str(self.store.jobs_dir))
+            return d.to_table(columns=["job", "sample_id", "status", column],
+                              filter=ds.field("sample_id").isin(ids)).to_pandas()
+
+        got = scan(paths)
+        seen = set(zip(got["job"], got["sample_id"]))
+        lost = sorted({k for k, sid, _ in wanted if (k, sid) not in seen}, key=self._pos.get)
+        if lost:  # not where its position says (a job whose shards hold other samples): every shard
+            got = pd.concat([got, scan([str(p) for k in lost for p in self.store.shard_files(k, self.metas.get(k))])],
+                            ignore_index=True).drop_duplicates(["job", "sample_id"])
+        want = {(k, sid) for k, sid, _ in wanted}
+        got = got[[(k, sid) in want for k, sid in zip(got["job"], got["sample_id"])]]
+        ok = got[got["status"] == "ok"].assign(group=lambda d: d["job"].map(group_of).astype("int64"),
+                                              _pos=lambda d: d["job"].map(self._pos))
+        ok = ok.sort_values("_pos", kind="stable").drop_duplicates(["group", "sample_id"])
+        return ok[["group", "sample_id", column]]
+
+    def _frame(self, keys: list[str], columns, ok_only: bool) -> pd.DataFrame:
+        import pyarrow.compute as pc
+
+        table = _scan(self.store, sorted(keys, key=self._pos.get), self.metas, columns, ok_only)
+        if table is None:
+            return read_records(self.store, [])
+        # job keys and sample ids as pandas categoricals: group-bys and joins on small integers
+        for c in ("job", "sample_id", "status"):
+            if c in table.column_names:
+                table = table.set_column(table.schema.get_field_index(c), c, pc.dictionary_encode(table[c]))
+        df = table.to_pandas()
+        if "sample_id" in df.columns:
+            df["sample_id"] = df["sample_id"].cat.codes
+        return df
 
 
 @dataclass
@@ -220,10 +405,11 @@ class StoreData:
     root: Path
     all_jobs: pd.DataFrame  # every job in the store, any status (for the "not shown" note)
     jobs: pd.DataFrame  # the complete jobs selected
-    records: pd.DataFrame  # their records, with a `job` column
+    records: StoredRecords  # their records, read a group of jobs at a time (tables.frames)
 
 
 def load(store: ResultsStore, models=None, noises=None) -> StoreData:
-    all_jobs = read_jobs(store)
+    metas: dict = {}
+    all_jobs = read_jobs(store, metas)
     jobs = select_jobs(all_jobs, models, noises) if len(all_jobs) else all_jobs
-    return StoreData(store.root, all_jobs, jobs, read_records(store, jobs["key"]))
+    return StoreData(store.root, all_jobs, jobs, StoredRecords(store, jobs, metas=metas))

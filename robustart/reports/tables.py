@@ -1,5 +1,9 @@
 """Report tables: pure functions of the job table and the records (see load.py), vectorised with
-pandas group-bys. Every number is computed here from records; nothing reads a cached summary.
+pandas group-bys over frames of whole groups of jobs (`frames`), so a study's store is never in
+memory at once. Every number is computed from records: per-job numbers (top-1, AR, flip rate)
+from the metrics each complete job cached in its meta.json when it completed (the functions of
+robustart.results.metrics over its records), the cross-job ones (WCAR, mCE's clean error,
+ImageNet-S flips, precision flips) here, by joins on sample_id.
 
 Percentages throughout. The definitions are those of robustart.results.metrics (top-1 and AR
 over the samples that decoded, WCAR as a join on sample_id) and of the corruption family's
@@ -19,13 +23,22 @@ ID = ["label", "family_label", "form", "precision", "dataset_label"]
 _RENAME = {"label": "model", "family_label": "family", "dataset_label": "dataset"}
 
 
-def per_job(jobs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
-    """One row per job: n, n_ok, n_failed, top1, clean_top1, ar (%, of clean-correct samples
-    those still correct), asr, flip_rate (% of samples whose prediction differs from clean)."""
-    r = records
+def frames(records, keys, groups=None, columns=None):
+    """The records of jobs `keys` as pandas frames, each holding whole groups (`groups`: one
+    per key; default: each job its own): a frame of records is itself the one frame; a store's
+    records (load.StoredRecords) come a bounded number of jobs at a time, only the samples that
+    decoded and only `columns` (with `job`) of them. A view computes per group within each
+    frame and concatenates, so it never holds every record."""
+    if isinstance(records, pd.DataFrame):
+        yield records
+    else:
+        yield from records.frames(keys, groups, columns=["sample_id", "status", *columns], ok_only=True)
+
+
+def _per_job(r: pd.DataFrame) -> pd.DataFrame:
     ok = r[r["status"] == "ok"]
     g = ok.groupby("job", sort=False)
-    out = pd.DataFrame({
+    return pd.DataFrame({
         "n": r.groupby("job", sort=False).size(),
         "n_ok": g.size(),
         "top1": 100.0 * g["correct"].mean(),
@@ -33,6 +46,61 @@ def per_job(jobs: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
         "flip_rate": 100.0 * (ok["pred"] != ok["clean_pred"]).groupby(ok["job"], sort=False).mean(),
         "ar": 100.0 * ok[ok["clean_correct"]].groupby("job", sort=False)["correct"].mean(),
     })
+
+
+def _in_groups(rec: pd.DataFrame, keys, groups) -> pd.DataFrame:
+    """The ok records of the jobs `keys`, in their order, with each job's `group` (an inner
+    join on the job key, as a lookup: a job is in one group)."""
+    ok = rec[rec["status"] == "ok"]
+    group = ok["job"].map(dict(zip(keys, groups)))
+    keep = group.notna().to_numpy()
+    return ok[keep].assign(group=group[keep].astype("int64").to_numpy())
+
+
+_CACHED = ("n", "n_ok", "top1")
+
+
+def _from_cache(jobs: pd.DataFrame, cached: dict) -> pd.DataFrame:
+    """_per_job's numbers from the metrics a complete job caches in its meta.json (the same
+    definitions, computed from its records when it completed); a clean job's clean pass is its
+    own prediction. Jobs whose cache lacks a number are left out (their records are read)."""
+    rows = {}
+    for key, section in zip(jobs["key"], jobs["section"]):
+        m = cached.get(key)
+        if m is None or not all(k in m for k in _CACHED):
+            continue
+        clean = "clean_top1" not in m
+        if not clean and not all(k in m for k in ("clean_top1", "flip_rate")):
+            continue
+        if section == "adversarial" and "ar" not in m:
+            continue
+        n_ok, top1 = int(m["n_ok"]), float(m["top1"])
+        rows[key] = {"n": int(m["n"]), "n_ok": n_ok, "top1": top1,
+                     "clean_top1": top1 if clean else float(m["clean_top1"]),
+                     "flip_rate": (0.0 if n_ok else np.nan) if clean else float(m["flip_rate"]),
+                     "ar": float(m["ar"]) if section == "adversarial" else np.nan}
+    out = pd.DataFrame.from_dict(rows, orient="index", columns=["n", "n_ok", "top1", "clean_top1", "flip_rate", "ar"])
+    return out.astype({"n": "int64", "n_ok": "int64", "top1": float, "clean_top1": float, "flip_rate": float,
+                       "ar": float})
+
+
+def per_job(jobs: pd.DataFrame, records) -> pd.DataFrame:
+    """One row per job: n, n_ok, n_failed, top1, clean_top1, ar (%, of clean-correct samples
+    those still correct; attack jobs), asr, flip_rate (% of samples whose prediction differs
+    from clean). From a store, a complete job's cached metrics give them (the same numbers,
+    without reading its records)."""
+    parts = []
+    todo = jobs
+    if not isinstance(records, pd.DataFrame):
+        parts.append(_from_cache(jobs, records.cached(jobs["key"])))
+        todo = jobs[~jobs["key"].isin(parts[0].index)]
+    if len(todo) or not parts:
+        for r in (frames(records, todo["key"], columns=None) if isinstance(records, pd.DataFrame)
+                  else records.frames(todo["key"])):
+            parts.append(_per_job(r))
+    out = pd.concat(parts) if len(parts) > 1 else parts[0]
+    adversarial = set(jobs.loc[jobs["section"] == "adversarial", "key"])
+    out.loc[~out.index.isin(adversarial), "ar"] = np.nan  # AR is an attack's measure
     out["n_ok"] = out["n_ok"].fillna(0).astype(int)
     out["n_failed"] = out["n"] - out["n_ok"]
     out["asr"] = 100.0 - out["ar"]
@@ -60,14 +128,18 @@ def clean_leaderboard(pj: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     parts = [c]
     if len(o):
         o["group"] = o.groupby(["label", "fingerprint"], sort=False).ngroup()
-        r = records[records["status"] == "ok"].merge(o[["key", "group"]], left_on="job", right_on="key")
-        r = r.drop_duplicates(["group", "sample_id"])
-        g = r.groupby("group")
+        sizes, tops = [], []
+        for rec in frames(records, o["key"], o["group"], ["clean_correct"]):
+            r = _in_groups(rec, o["key"], o["group"])
+            r = r.drop_duplicates(["group", "sample_id"])
+            g = r.groupby("group")
+            sizes.append(g.size())
+            tops.append(100.0 * g["clean_correct"].mean())
         first = o.groupby("group").agg(**{k: (k, "first") for k in ID + ["fingerprint"]},
                                        key=("key", lambda s: " ".join(sorted(s))))
-        first["n"] = g.size()
+        first["n"] = pd.concat(sizes)
         first["n_failed"] = np.nan
-        first["top1"] = 100.0 * g["clean_correct"].mean()
+        first["top1"] = pd.concat(tops)
         parts.append(first.assign(source="clean pass of noise jobs"))
     both = pd.concat(parts, ignore_index=True) if len(o) else c
     both["n_failed"] = both["n_failed"].astype("Int64")  # unknown for the clean pass of noise jobs
@@ -112,8 +184,11 @@ def wcar_table(pj: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     a["budget"] = _budget_group(a)
     a["group"] = a.groupby(["label", "fingerprint", "budget"], sort=False).ngroup()
     size = a.groupby("group")["key"].size()
-    r = records[records["status"] == "ok"].merge(a[["key", "group"]], left_on="job", right_on="key")
-    per_sample = r.groupby(["group", "sample_id"], sort=False)["correct"].agg(["size", "all"]).reset_index()
+    parts = []
+    for rec in frames(records, a["key"], a["group"], ["correct"]):
+        r = _in_groups(rec, a["key"], a["group"])
+        parts.append(r.groupby(["group", "sample_id"], sort=False)["correct"].agg(["size", "all"]).reset_index())
+    per_sample = pd.concat(parts, ignore_index=True)
     per_sample = per_sample[per_sample["size"].to_numpy() == size.loc[per_sample["group"]].to_numpy()]
     wc = per_sample.groupby("group").agg(n=("all", "size"), wcar=("all", "mean"))
     wc["wcar"] *= 100.0
@@ -174,8 +249,11 @@ def corruption_leaderboard(cells: pd.DataFrame, records: pd.DataFrame) -> pd.Dat
     by = ["model", "fingerprint", "impl", "jpeg"]
     gid = cells.groupby(by, sort=False).ngroup().rename("group")
     # each sample's clean prediction once per group (every cell holds the same samples), in one pass
-    ok = records[records["status"] == "ok"].merge(pd.concat([cells["key"], gid], axis=1), left_on="job", right_on="key")
-    clean_err = 1.0 - ok.drop_duplicates(["group", "sample_id"]).groupby("group")["clean_correct"].mean()
+    if isinstance(records, pd.DataFrame):
+        ok = _in_groups(records, cells["key"], gid).drop_duplicates(["group", "sample_id"])
+    else:  # a store: the first cell of each group, and the few samples that failed there
+        ok = records.first_ok(cells["key"], gid, "clean_correct")
+    clean_err = 1.0 - ok.groupby("group")["clean_correct"].mean()
     for g, grp in cells.groupby(gid.to_numpy(), sort=False):  # one small error table per model: no records here
         table = error_table(grp)
         clean = float(clean_err.get(g, float("nan")))
@@ -223,10 +301,12 @@ def imagenet_s_leaderboard(cells: pd.DataFrame, records: pd.DataFrame) -> pd.Dat
     out["range_top1"] = out["max_top1"] - out["worst_top1"]
     out["worst_cell"] = worst["cell"]
     # any_flip: samples ok in every cell of the group, flipped in at least one
-    ok = records[records["status"] == "ok"]
     grp = cells[by + ["key"]].assign(group=g.ngroup().to_numpy())
-    r = ok.merge(grp[["key", "group"]], left_on="job", right_on="key")
-    per = (r["pred"] != r["clean_pred"]).groupby([r["group"], r["sample_id"]]).agg(["size", "any"]).reset_index()
+    parts = []
+    for rec in frames(records, grp["key"], grp["group"], ["pred", "clean_pred"]):
+        r = _in_groups(rec, grp["key"], grp["group"])
+        parts.append((r["pred"] != r["clean_pred"]).groupby([r["group"], r["sample_id"]]).agg(["size", "any"]).reset_index())
+    per = pd.concat(parts, ignore_index=True)
     per = per[per["size"].to_numpy() == g.size().to_numpy()[per["group"].to_numpy()]]
     anyflip = 100.0 * per.groupby("group")["any"].mean()
     out["any_flip"] = anyflip.reindex(range(len(out))).to_numpy()
@@ -254,12 +334,19 @@ def precision_leaderboard(pj: pd.DataFrame, records: pd.DataFrame) -> pd.DataFra
     ref = clean[(clean["form"] == "fp") & (clean["precision"] == "fp32")]
     pairs = low.merge(ref, on=["arch", "fingerprint"], suffixes=("", "_ref"))
     if len(pairs):
-        ok = records[records["status"] == "ok"]
-        a = ok[ok["job"].isin(pairs["key"])][["job", "sample_id", "pred"]]
-        b = ok[ok["job"].isin(pairs["key_ref"])][["job", "sample_id", "pred"]]
-        m = a.merge(pairs[["key", "key_ref"]], left_on="job", right_on="key").merge(
-            b, left_on=["key_ref", "sample_id"], right_on=["job", "sample_id"], suffixes=("", "_ref"))
-        flips = (m["pred"] != m["pred_ref"]).groupby(m["key"]).mean() * 100.0
+        # a form and its fp reference share an architecture: read them together
+        arch = pd.concat([pairs[["key", "arch", "fingerprint"]],
+                          pairs[["key_ref", "arch", "fingerprint"]].rename(columns={"key_ref": "key"})])
+        arch = arch.drop_duplicates("key")
+        parts = []
+        for rec in frames(records, arch["key"], arch.groupby(["arch", "fingerprint"]).ngroup(), ["pred"]):
+            ok = rec[rec["status"] == "ok"]
+            a = ok[ok["job"].isin(pairs["key"])][["job", "sample_id", "pred"]]
+            b = ok[ok["job"].isin(pairs["key_ref"])][["job", "sample_id", "pred"]]
+            m = a.merge(pairs[["key", "key_ref"]], left_on="job", right_on="key").merge(
+                b, left_on=["key_ref", "sample_id"], right_on=["job", "sample_id"], suffixes=("", "_ref"))
+            parts.append((m["pred"] != m["pred_ref"]).groupby(m["key"]).mean() * 100.0)
+        flips = pd.concat(parts)
         for _, j in pairs.iterrows():
             rows.append({"variant": model_variant(j), "reference": j["label_ref"], "reference_top1": j["top1_ref"],
                          "top1": j["top1"], "flip_rate": flips.get(j["key"], np.nan),

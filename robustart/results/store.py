@@ -386,14 +386,17 @@ class ResultsStore:
         return [self.check(k, level=level) for k in (keys if keys is not None else self.keys())]
 
     # ----------------------------------------------------------------- listings
-    def list_jobs(self):
-        """One row per job: key, status (damaged jobs say so, with `problem`), model, noise,
-        dataset, n, times."""
+    def list_jobs(self, keys=None, states: list[JobState] | None = None):
+        """One row per job (or per job of `keys`): key, status (damaged jobs say so, with
+        `problem`), model, noise, dataset, n, times. From each job's meta.json and a names
+        check of its files (no record is read, no file hashed)."""
         import pandas as pd
 
+        if states is None:
+            states = [self.check(key) for key in (self.keys() if keys is None else keys)]
         rows = []
-        for key in self.keys():
-            st = self.check(key)
+        for st in states:
+            key = st.key
             m = st.meta or {}
             cfg = m.get("config") if isinstance(m.get("config"), dict) else {}
             part = lambda k: cfg.get(k) if isinstance(cfg.get(k), dict) else {}  # noqa: E731
@@ -415,27 +418,30 @@ class ResultsStore:
         return pd.DataFrame(rows, columns=["key", "status", "model", "noise", "dataset", "n", "precision", "started",
                                            "finished", "problem", "format"])
 
-    def summary(self, label=None):
+    def summary(self, label=None, keys=None):
         """`list_jobs()` plus, per job, `n_done` (records written) and `top1`: from the metrics
         cached in its meta.json when the job is complete, else from its records (read once).
         `label(noise_config) -> str` names each job's noise (robustart.noises.noise_label);
-        without it the noise's name is shown. A damaged job shows no numbers."""
+        without it the noise's name is shown. A damaged job shows no numbers. Each meta.json is
+        read once; a study's store (thousands of complete jobs) reads no record."""
         import pyarrow.parquet as pq
 
         from robustart.results import metrics as M
 
-        df = self.list_jobs()
+        states = [self.check(key) for key in (self.keys() if keys is None else keys)]
+        df = self.list_jobs(states=states)
         labels, top1, done = [], [], []
-        for key, status in zip(df["key"], df["status"]):
-            try:
-                meta = self.read_meta(key) or {}
-            except DamagedJobError:
-                meta = {}
+        named: dict[str, object] = {}  # a study has thousands of jobs but a few hundred noises
+        for st, key, status in zip(states, df["key"], df["status"]):
+            meta = st.meta or {}
             cfg = meta.get("config", {}).get("noise") or {}
-            try:
-                labels.append(label(cfg) if label is not None and cfg else cfg.get("name"))
-            except Exception:
-                labels.append(cfg.get("name"))
+            text = json.dumps(cfg, sort_keys=True, default=str)
+            if text not in named:
+                try:
+                    named[text] = label(cfg) if label is not None and cfg else cfg.get("name")
+                except Exception:
+                    named[text] = cfg.get("name")
+            labels.append(named[text])
             if status == "damaged":
                 top1.append(float("nan"))
                 done.append(0)
