@@ -130,8 +130,8 @@ def read_plan_file(path: str | Path) -> dict:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise PlanError(f"plan {path}: not valid TOML: {e}. Fix that line (the format is in README, "
-                        "'Benchmarks at scale').") from None
+        raise PlanError(f"plan {path}: not valid TOML: {e}. The format is in README, "
+                        "'Benchmarks at scale'.") from None
 
 
 def _unknown_keys(table: dict, allowed, where: str) -> None:

@@ -39,8 +39,8 @@ class SelectorError(RobustartError):
 
 def split_list(values) -> list[str]:
     """`["a,b", "c"]` or `"a,b"` -> ["a", "b", "c"]: options may repeat or comma-separate. Commas
-    inside a form's settings (`resnet18@w4a4:observer=mse,recon=on`) stay with it: a piece that
-    holds '=' but no '@', ':' group prefix or pattern belongs to the one before."""
+    inside a spec's settings (`pgd:eps=1/255,steps=20`, `resnet18@w4a4:observer=mse,recon=on`)
+    stay with it: a piece `key=value` with no ':' or '@' continues a spec that has settings."""
     if values is None:
         return []
     if isinstance(values, str):
@@ -50,7 +50,7 @@ def split_list(values) -> list[str]:
         for piece in (p.strip() for p in str(v).split(",")):
             if not piece:
                 continue
-            if out and "=" in piece and ":" not in piece and "@" not in piece and "@" in out[-1]:
+            if out and "=" in piece and ":" not in piece and "@" not in piece and (":" in out[-1] or "@" in out[-1]):
                 out[-1] += "," + piece
             else:
                 out.append(piece)
