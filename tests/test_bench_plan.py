@@ -257,3 +257,25 @@ def test_dry_run_over_the_whole_zoo_with_the_robustart_preset(tmp_path):
     assert "resnet50" in d["unkeyed_models"] and "efficientnet_lite0" not in d["unkeyed_models"]
     assert d["states"]["pending"] == d["jobs"]
     assert d["estimate"]["seconds"] > 0 and d["estimate"]["images"] == d["jobs"] * 4
+
+
+def test_every_noise_says_its_cost():
+    """Each registered family's example specs give passes per image: at least the clean pass,
+    and attacks a backward pass per step."""
+    from robustart.noises import NOISE_FAMILIES, family_for
+
+    seen = 0
+    for fam in NOISE_FAMILIES.values():
+        for name in list(fam.names()) + list(fam.extends):
+            for spec in fam.examples(name):
+                try:
+                    configs = expand_noise(spec)
+                except RobustartError:  # an optional extra that is not installed here
+                    continue
+                for cfg in configs:
+                    c = family_for(cfg).cost(cfg)
+                    assert c["forward"] >= 1 and c["backward"] >= 0 and c.get("decode", 0) >= 0, (spec, c)
+                    if cfg["name"] in ("pgd", "mim"):
+                        assert c["backward"] == cfg["steps"] * cfg.get("restarts", 1), (spec, c)
+                    seen += 1
+    assert seen >= 10

@@ -283,6 +283,10 @@ def load_plan(path: str | Path | None = None, *, models=None, noises=None, data=
             seen.add(job.key)
             jobs.append(replace(job, device=device))
             origin[job.key] = (sel.entry.spec, spec)
+    if not models_out:
+        first = "; ".join(f"{m}: {why}" for m, why in skipped[:3])
+        raise PlanError(f"{where}: none of the {len(skipped)} models the selectors chose can be planned here "
+                        f"({first}{' ...' if len(skipped) > 3 else ''}).")
     data_info = {"path": data_path, "root": data_root, "limit": limit, "classes": classes, "name": source.name,
                  "kind": source.kind, "n": len(samples)}
     settings = {"seed": seed, "shard_size": shard_size, "batch_size": batch_size or 32, "device": device,

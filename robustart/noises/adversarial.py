@@ -674,6 +674,11 @@ class Transfer(Attack):
             cfg["decay"] = number(kw, "decay", 1.0, spec)
         return cfg
 
+    def cost(self, cfg):
+        # passes of the source model (counted as this model's); FGSM is one step whatever `steps`
+        n = 1.0 if cfg["attack"] == "fgsm" else float(cfg["steps"])
+        return {"forward": n, "backward": n}
+
     def prepare(self, noise, model, device):
         from robustart.zoo.build import load_model
 
