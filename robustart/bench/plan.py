@@ -35,6 +35,7 @@ from pathlib import Path
 
 from robustart.bench.presets import preset_noises
 from robustart.bench.select import select_models, split_list
+from robustart.data.sources import DataSource
 from robustart.engine.plan import JobSpec, check_options, open_data
 from robustart.engine.plan import plan as plan_model
 from robustart.errors import RobustartError
@@ -252,6 +253,11 @@ def load_plan(path: str | Path | None = None, *, models=None, noises=None, data=
         resolve_device(device)  # this machine runs the jobs: an unusable device fails now
     opened = open_data(data_path, data_root, limit, classes)
     source, samples = opened
+    fingerprint = DataSource.fingerprint(samples)  # one stat per file, once for every model's jobs
+    files_skipped = source.skipped_items()
+    if files_skipped:
+        notes.append(f"{len(files_skipped)} file(s) in dataset {source.name} were skipped (first: "
+                     f"{files_skipped[0][0]}: {files_skipped[0][1]}); each job's meta.json lists them (`skipped`).")
 
     jobs: list[JobSpec] = []
     origin: dict = {}
@@ -265,7 +271,7 @@ def load_plan(path: str | Path | None = None, *, models=None, noises=None, data=
             # made and checked on a machine without one), then give it to the jobs
             p = plan_model(sel.entry, data_path, noise=spec_list, limit=limit, batch_size=batch_size or 32,
                            store=st, shard_size=shard_size, seed=seed, data_root=data_root, classes=classes,
-                           progress=progress, fetch_weights=not offline, opened=opened)
+                           progress=progress, fetch_weights=not offline, opened=opened, fingerprint=fingerprint)
         except RobustartError as e:
             if sel.named:
                 raise

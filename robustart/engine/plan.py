@@ -79,8 +79,10 @@ class Plan:
 
 def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, source: DataSource,
                samples: list[Sample], precision: str, seed: int = 0, backend: str = "fake",
-               calibration: dict | None = None) -> dict:
-    """The config whose hash is the job's key: every setting that can change a result."""
+               calibration: dict | None = None, fingerprint: str | None = None) -> dict:
+    """The config whose hash is the job's key: every setting that can change a result.
+    `fingerprint`: the samples' DataSource.fingerprint, when the caller has it (one stat per
+    file: a suite of many jobs on a large dataset computes it once)."""
     import robustart
 
     config = {
@@ -99,7 +101,7 @@ def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, sourc
             "kind": source.kind,
             "name": source.name,
             "n": len(samples),
-            "fingerprint": DataSource.fingerprint(samples),
+            "fingerprint": fingerprint or DataSource.fingerprint(samples),
         },
         "precision": precision,
         "robustart": robustart.__version__,
@@ -201,6 +203,7 @@ def plan(
     classes: str | Path | None = None,
     fetch_weights: bool = True,
     opened: tuple[DataSource, list[Sample]] | None = None,
+    fingerprint: str | None = None,
 ) -> Plan:
     """The jobs of a noise spec (several for a suite) on one model and dataset: their configs,
     keys and shard layouts. A job that exists in the store keeps its shard size (so it resumes)
@@ -210,8 +213,8 @@ def plan(
     fetch_weights=False plans without a network: the key's weights sha256 is the one the entry
     pins, or the cached checkpoint's (robustart.zoo.weights.known_sha256), the same keys a
     fetching plan gives; with neither, the configs are returned in `unkeyed` and `jobs` is
-    empty. `opened`: the dataset's (source, samples) already opened from the same arguments
-    (a plan over many models opens it once)."""
+    empty. `opened`: the dataset's (source, samples) already opened from the same arguments,
+    and `fingerprint` their fingerprint (a plan over many models opens and stats it once)."""
     from robustart.engine.env import resolve_device
     from robustart.noises import expand_noise, family_for
     from robustart.zoo.build import calibration_for, check_backend, verified_weights
@@ -233,7 +236,7 @@ def plan(
 
         path, sha = known_sha256(entry)
     calib = calibration_for(entry, source)
-    fingerprint = DataSource.fingerprint(samples)
+    fingerprint = fingerprint or DataSource.fingerprint(samples)
     data_sha256 = content_hash(samples) if verify_data else None
     jobs, unkeyed = [], []
     for cfg in configs:
@@ -249,7 +252,7 @@ def plan(
             unkeyed.append(cfg)
             continue
         config = job_config(entry, sha, cfg, source, samples, precision, seed, backend,
-                            calib.describe() if calib is not None else None)
+                            calib.describe() if calib is not None else None, fingerprint)
         key = stable_hash(config)
         size = stored_shard_size(store, key) if not force else None
         size = size or int(shard_size or DEFAULT_SHARD_SIZE)
