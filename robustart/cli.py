@@ -80,6 +80,8 @@ from robustart.nas.cli import app as nas_app  # noqa: E402
 app.add_typer(nas_app, name="nas")
 from robustart.quant.cli import app as quant_app  # noqa: E402
 app.add_typer(quant_app, name="quant")
+from robustart.bench.cli import app as bench_app  # noqa: E402
+app.add_typer(bench_app, name="bench", rich_help_panel="Evaluate")
 
 out = C.out
 err = C.err
@@ -499,6 +501,7 @@ def report(
     models: Annotated[Optional[list[str]], typer.Option("--models", metavar="NAMES", help="Only these models (zoo name or name@form; repeat or comma-separate).")] = None,
     noises: Annotated[Optional[list[str]], typer.Option("--noises", metavar="NAMES", help="Only these noises or sections: clean, adversarial, pgd, corruption, imagenet-s, precision (repeat or comma-separate).")] = None,
     compare: Annotated[Optional[tuple[str, str]], typer.Option("--compare", metavar="A B", help="Contrast two models, or two forms of one (resnet18 resnet18@w8a8), on every noise both ran.")] = None,
+    plan: Annotated[Optional[Path], typer.Option("--plan", help="Only the jobs of this benchmark plan (TOML, as `robustart bench` takes it; its store unless --store).")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """HTML report of leaderboards and figures from the results store (offline, self-contained).
@@ -512,7 +515,16 @@ def report(
         if compare:
             c = compare_models(store, compare[0], compare[1], out_dir, noises=noises, log=log)
         else:
-            r = build_report(store, out_dir, models=models, noises=noises, log=log)
+            keys = None
+            if plan is not None:
+                from robustart.bench.plan import load_plan
+
+                p = load_plan(plan, store=None if store is None else str(store), offline=True)
+                keys, store = p.keys, p.store
+                if p.unkeyed:
+                    C.warning(f"{len(p.unkeyed)} jobs of the plan have no key here (their weights are not fetched: "
+                              f"{', '.join(sorted({u.entry.spec for u in p.unkeyed}))}) and are left out.")
+            r = build_report(store, out_dir, models=models, noises=noises, log=log, keys=keys)
     except RobustartError as e:
         _fail(e)
     if compare:

@@ -48,4 +48,9 @@ BUILTIN: dict[str, dict[str, str]] = {
         "dirnet": "robustart.quant.binary:DIRNET",
         "reactnet": "robustart.quant.binary:REACTNET",
     },
+    # robustart.bench.presets.BENCH_PRESETS: the noise lists `robustart bench --preset` names
+    "bench_presets": {
+        "quick": "robustart.bench.presets:QUICK",
+        "robustart": "robustart.bench.presets:ROBUSTART",
+    },
 }

@@ -87,6 +87,7 @@ def test_sub_packages_have_no_import_cycle():
 def test_lower_layers_do_not_import_higher_ones():
     edges = import_graph()
     assert "nas" not in edges["zoo"], "the zoo learns of the nas family from robustart/plugins.py"
+    assert not [a for a, b in edges.items() if "bench" in b and a != "bench"], "only cli.py and api.py use bench/"
     for low in ("data", "zoo", "quant", "results", "imagenet_s"):
         assert not edges.get(low, set()) & {"noises", "engine", "reports", "nas"}, (low, edges.get(low))
     code = ("import sys, robustart.data, robustart.quant, robustart.zoo; "

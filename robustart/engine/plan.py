@@ -9,7 +9,7 @@ of a job's shards from it, in this process or another one (a pool, Ray, Slurm).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from robustart.data.sources import DataSource, Sample, open_source
@@ -72,12 +72,17 @@ class Plan:
     source: DataSource
     samples: list[Sample]
     calibration: object = None  # a quantized form's calibration images (robustart.quant.forms.CalibSet)
+    # Planned with fetch_weights=False and the checkpoint is not here: the noise configs whose
+    # key is unknown until it is fetched (`jobs` is then empty).
+    unkeyed: list[dict] = field(default_factory=list)
 
 
 def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, source: DataSource,
                samples: list[Sample], precision: str, seed: int = 0, backend: str = "fake",
-               calibration: dict | None = None) -> dict:
-    """The config whose hash is the job's key: every setting that can change a result."""
+               calibration: dict | None = None, fingerprint: str | None = None) -> dict:
+    """The config whose hash is the job's key: every setting that can change a result.
+    `fingerprint`: the samples' DataSource.fingerprint, when the caller has it (one stat per
+    file: a suite of many jobs on a large dataset computes it once)."""
     import robustart
 
     config = {
@@ -96,7 +101,7 @@ def job_config(entry: ModelEntry, weights_sha256: str | None, noise: dict, sourc
             "kind": source.kind,
             "name": source.name,
             "n": len(samples),
-            "fingerprint": DataSource.fingerprint(samples),
+            "fingerprint": fingerprint or DataSource.fingerprint(samples),
         },
         "precision": precision,
         "robustart": robustart.__version__,
@@ -196,11 +201,20 @@ def plan(
     backend: str = "fake",
     verify_data: bool = False,
     classes: str | Path | None = None,
+    fetch_weights: bool = True,
+    opened: tuple[DataSource, list[Sample]] | None = None,
+    fingerprint: str | None = None,
 ) -> Plan:
     """The jobs of a noise spec (several for a suite) on one model and dataset: their configs,
     keys and shard layouts. A job that exists in the store keeps its shard size (so it resumes)
     unless `force` starts it over. Takes the arguments of `robustart.evaluate`; `verify_data`
-    also hashes every sample file's contents (a job computed from other bytes is recomputed)."""
+    also hashes every sample file's contents (a job computed from other bytes is recomputed).
+
+    fetch_weights=False plans without a network: the key's weights sha256 is the one the entry
+    pins, or the cached checkpoint's (robustart.zoo.weights.known_sha256), the same keys a
+    fetching plan gives; with neither, the configs are returned in `unkeyed` and `jobs` is
+    empty. `opened`: the dataset's (source, samples) already opened from the same arguments,
+    and `fingerprint` their fingerprint (a plan over many models opens and stats it once)."""
     from robustart.engine.env import resolve_device
     from robustart.noises import expand_noise, family_for
     from robustart.zoo.build import calibration_for, check_backend, verified_weights
@@ -211,15 +225,20 @@ def plan(
     configs = expand_noise(noise)
     entry = model if isinstance(model, ModelEntry) else get_entry(model)
     check_backend(entry, backend)
-    source, samples = open_data(data, data_root, limit, classes)
+    source, samples = opened if opened is not None else open_data(data, data_root, limit, classes)
     check_labels(entry, source, samples)
     resolve_device(device)  # an unusable device fails here, before anything runs
     store = store if isinstance(store, ResultsStore) else ResultsStore(store)
-    path, sha = verified_weights(entry, progress=progress)
+    if fetch_weights:
+        path, sha = verified_weights(entry, progress=progress)
+    else:
+        from robustart.zoo.weights import known_sha256
+
+        path, sha = known_sha256(entry)
     calib = calibration_for(entry, source)
-    fingerprint = DataSource.fingerprint(samples)
+    fingerprint = fingerprint or DataSource.fingerprint(samples)
     data_sha256 = content_hash(samples) if verify_data else None
-    jobs = []
+    jobs, unkeyed = [], []
     for cfg in configs:
         fam = family_for(cfg)
         cfg = fam.resolve(cfg, source)  # e.g. precision:w8a8: its calibration images' fingerprint
@@ -229,17 +248,20 @@ def plan(
             if n.loader is not None and source.read is not None:
                 raise DataError(f"noise {cfg['name']!r} decodes image files; dataset {source.name} is in memory "
                                 "and has none. Use it with an image-file dataset.")
+        if sha is None:  # offline, checkpoint not here: the key is unknown
+            unkeyed.append(cfg)
+            continue
         config = job_config(entry, sha, cfg, source, samples, precision, seed, backend,
-                            calib.describe() if calib is not None else None)
+                            calib.describe() if calib is not None else None, fingerprint)
         key = stable_hash(config)
         size = stored_shard_size(store, key) if not force else None
         size = size or int(shard_size or DEFAULT_SHARD_SIZE)
         jobs.append(JobSpec(
             key=key, config=config, entry=entry, data=None if data is None else str(data),
             data_root=None if data_root is None else str(data_root), limit=limit, n=len(samples),
-            fingerprint=fingerprint, shard_size=size, store=str(store.root), weights=(str(path), sha), seed=seed,
+            fingerprint=fingerprint, shard_size=size, store=str(store.root), weights=(str(path) if path else "", sha), seed=seed,
             batch_size=batch_size, workers=workers, device=device, backend=backend, precision=precision,
             data_sha256=data_sha256,
             classes=None if classes is None else str(classes),
         ))
-    return Plan(jobs, entry, source, samples, calib)
+    return Plan(jobs, entry, source, samples, calib, unkeyed)

@@ -150,6 +150,12 @@ class Attack:
     def all_params(self) -> dict[str, str]:
         return {**COMMON, **(SPEED if self.speed else {}), **self.params}
 
+    def cost(self, cfg: dict) -> dict:
+        """Forward and backward passes per attacked image (an upper bound: a sample stops once
+        fooled): one of each per step and restart."""
+        n = float(cfg.get("steps", 1)) * float(cfg.get("restarts", 1))
+        return {"forward": n, "backward": n}
+
 
 def _check_attack(name, obj) -> None:
     if not (isinstance(obj, Attack) or (isinstance(obj, type) and issubclass(obj, Attack))):
@@ -484,6 +490,11 @@ class AdversarialFamily(NoiseFamily):
     def summarize(self, results):
         return summarize(results)
 
+    def cost(self, config):
+        """The clean pass, the attack's passes and the pass on the adversarial images."""
+        atk = ATTACKS.get(config["name"]).cost(config)
+        return {"forward": 2.0 + atk.get("forward", 0.0), "backward": float(atk.get("backward", 0.0))}
+
     def warnings(self, metrics):
         zero, stuck = metrics.get("zero_grad_share", 0), metrics.get("no_loss_gain_share", 0)
         if zero > 0 or stuck > 10:
@@ -571,6 +582,10 @@ class CW(Attack):
                    c=number(kw, "c", 1.0, spec), kappa=number(kw, "kappa", 0.0, spec), lr=number(kw, "lr", 0.01, spec))
         return cfg
 
+    def cost(self, cfg):
+        n = float(cfg["steps"] * cfg["binary_steps"])
+        return {"forward": n, "backward": n}
+
     def run(self, noise, model, x, y, cfg, gens, seed):
         out = A.cw_l2(model, x, y, c=cfg["c"], kappa=cfg["kappa"], steps=cfg["steps"], lr=cfg["lr"],
                       binary_steps=cfg["binary_steps"], amp=cfg.get("amp", "none"))
@@ -596,6 +611,9 @@ class Square(Attack):
         cfg["p_init"] = number(kw, "p_init", 0.8, spec)
         return cfg
 
+    def cost(self, cfg):
+        return {"forward": float(cfg["queries"]), "backward": 0.0}  # score-based: forward passes only
+
     def run(self, noise, model, x, y, cfg, gens, seed):
         return A.square(model, x, y, eps=cfg["eps"], norm=cfg["norm"], queries=cfg["queries"], p_init=cfg["p_init"],
                         seed=seed)
@@ -613,6 +631,10 @@ class AutoAttack(Attack):
 
     def configure(self, cfg, kw, spec):
         return {**cfg, "version": "standard"}
+
+    def cost(self, cfg):
+        # APGD-CE 100 iterations, APGD-T and FAB-T 9 targets x 100, Square 5000 queries
+        return {"forward": 100.0 + 900 + 900 + 5000, "backward": 100.0 + 900 + 900}
 
     def run(self, noise, model, x, y, cfg, gens, seed):
         log: list = []
@@ -651,6 +673,11 @@ class Transfer(Attack):
         if attack == "mim":
             cfg["decay"] = number(kw, "decay", 1.0, spec)
         return cfg
+
+    def cost(self, cfg):
+        # passes of the source model (counted as this model's); FGSM is one step whatever `steps`
+        n = 1.0 if cfg["attack"] == "fgsm" else float(cfg["steps"])
+        return {"forward": n, "backward": n}
 
     def prepare(self, noise, model, device):
         from robustart.zoo.build import load_model

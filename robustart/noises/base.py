@@ -21,6 +21,9 @@ A noise family is one module in `robustart/noises/` (or any package) that define
   dataset_metrics(kind, results)           optional: metrics a dataset kind gives its jobs
                                            (pre-rendered ImageNet-C folders: mCE of a clean run)
   warnings(metrics)                        optional: what a user should hear about a job's numbers
+  cost(config)                             model passes per image of one job, for estimates
+                                           (`robustart bench --dry-run`): {"forward", "backward"}
+                                           and optionally "decode" (extra image decodes)
 
 A family can also narrow a spec name another family owns (`extends`, `claims`, `owns`): the
 quantized precision noise answers `precision:w8a8` that way, beside `precision:bf16`.
@@ -195,6 +198,13 @@ class NoiseFamily:
 
     def warnings(self, metrics: dict) -> list[str]:
         return []
+
+    def cost(self, config: dict) -> dict:
+        """Passes of the model per image that one job of `config` makes, counting its clean pass:
+        {"forward": f, "backward": b}, plus "decode" for image decodes beyond the one every job
+        makes. An upper bound where the work stops early (attacks stop on fooled samples). The
+        default: the clean pass and one pass on the noisy images."""
+        return {"forward": 2.0, "backward": 0.0}
 
 
 def sample_generator(seed: int, sample_id: str, salt: str = "", device: str | torch.device = "cpu") -> torch.Generator:

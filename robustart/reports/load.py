@@ -173,11 +173,14 @@ def _split(values) -> list[str]:
     return out
 
 
-def select_jobs(jobs: pd.DataFrame, models=None, noises=None) -> pd.DataFrame:
+def select_jobs(jobs: pd.DataFrame, models=None, noises=None, keys=None) -> pd.DataFrame:
     """Complete jobs, filtered: `models` matches a zoo name or a report label (name@form),
     `noises` a noise name (pgd, corruption, ...) or a section (clean, adversarial, corruption,
-    imagenet-s, precision). Both accept comma-separated lists."""
+    imagenet-s, precision). Both accept comma-separated lists. `keys`: only these jobs (a
+    benchmark plan's)."""
     sel = jobs[jobs["status"] == "complete"]
+    if keys is not None:
+        sel = sel[sel["key"].isin(list(keys))]
     m = _split(models)
     if m:
         sel = sel[sel["model"].isin(m) | sel["label"].isin(m)]
@@ -408,8 +411,8 @@ class StoreData:
     records: StoredRecords  # their records, read a group of jobs at a time (tables.frames)
 
 
-def load(store: ResultsStore, models=None, noises=None) -> StoreData:
+def load(store: ResultsStore, models=None, noises=None, keys=None) -> StoreData:
     metas: dict = {}
     all_jobs = read_jobs(store, metas)
-    jobs = select_jobs(all_jobs, models, noises) if len(all_jobs) else all_jobs
+    jobs = select_jobs(all_jobs, models, noises, keys) if len(all_jobs) else all_jobs
     return StoreData(store.root, all_jobs, jobs, StoredRecords(store, jobs, metas=metas))

@@ -197,14 +197,18 @@ def out_dir(out: str | Path, *subdirs: str) -> Path:
 
 
 def build_report(store: str | Path | ResultsStore | None = None, out: str | Path = "robustart-report",
-                 models=None, noises=None, log: Callable[[str], None] = _noop) -> Report:
+                 models=None, noises=None, log: Callable[[str], None] = _noop, keys: list[str] | None = None) -> Report:
+    """The report of the store's complete jobs (only `models` / `noises` / `keys` when given)."""
     need("seaborn", "`robustart report` (its figures)")
     out_dir(out)  # a bad --out fails before any work
     st = store if isinstance(store, ResultsStore) else ResultsStore(store)
     models, noises = L._split(models), L._split(noises)
     secs: dict[str, float] = {}
     t0 = time.perf_counter()
-    data = L.load(st, models, noises)
+    data = L.load(st, models, noises, keys)
+    if keys is not None and not len(data.jobs):
+        raise StoreError(f"none of the {len(keys)} jobs asked for is complete in the store {st.root}; run them first "
+                         "(`robustart bench PLAN`; `robustart bench status PLAN` shows where they stand).")
     for _, j in data.all_jobs[data.all_jobs["status"] == "damaged"].iterrows():
         log(f"job {j['key']} is damaged and left out: {j['problem']} (`robustart results verify --repair`)")
     _require_results(data, models, noises)

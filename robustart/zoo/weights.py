@@ -104,6 +104,25 @@ def cached_path(entry: ModelEntry, cache_dir: Path | None = None) -> Path | None
     return None
 
 
+def known_sha256(entry: ModelEntry, cache_dir: Path | None = None) -> tuple[Path | None, str | None]:
+    """The sha256 that `fetch` + hashing would give for an entry's checkpoint, without a network
+    and without loading it: a full sha256 pinned in the entry, else the checkpoint already here
+    (a hub blob is named by its sha256, which the download checked; other files are hashed).
+    (None, None) when neither is here ("weights not fetched")."""
+    pinned = (entry.weights.sha256 or "").lower()
+    path = cached_path(entry, cache_dir)
+    if _HEX64.match(pinned):
+        return path, pinned
+    if path is None:
+        return None, None
+    blob = path.resolve()
+    sha = blob.name if entry.weights.kind == "hf_hub" and _HEX64.match(blob.name) else file_sha256(path)
+    if not sha256_matches(sha, pinned or None):
+        raise ChecksumError(f"model {entry.name!r}: the checkpoint {path} has sha256 {sha}, expected {pinned}; "
+                            "delete it and download again.")
+    return path, sha
+
+
 def is_available_offline(entry: ModelEntry, cache_dir: Path | None = None) -> bool:
     return cached_path(entry, cache_dir) is not None
 
