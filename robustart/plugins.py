@@ -48,4 +48,10 @@ BUILTIN: dict[str, dict[str, str]] = {
         "dirnet": "robustart.quant.binary:DIRNET",
         "reactnet": "robustart.quant.binary:REACTNET",
     },
+    # robustart.bench.executors.EXECUTORS: who runs a plan's units (`robustart bench --executor`)
+    "executors": {
+        "local": "robustart.bench.executors.local:EXECUTOR",
+        "ray": "robustart.bench.executors.ray:EXECUTOR",
+        "slurm": "robustart.bench.executors.slurm:EXECUTOR",
+    },
 }
