@@ -71,6 +71,7 @@ class BenchOutcome:
     images: int  # records this run added (samples x jobs)
     incomplete: list[str] = field(default_factory=list)  # keys not complete (their failed units are in `failed`)
     executor: str = "local"
+    notes: list[str] = field(default_factory=list)  # what the executor noticed (workers that died)
 
     @property
     def ok(self) -> bool:
@@ -109,15 +110,17 @@ def unit_failures(store, key: str) -> list[dict]:
     return out
 
 
-def attempts(store, key: str, shard: int) -> int:
-    """How many times unit (key, shard) has failed."""
+def attempts(store, key: str, shard: int, run: str | None = None) -> int:
+    """How many times unit (key, shard) has failed (in run `run` of a plan: each run of a plan
+    gives a unit `retries` more tries, so a rerun after a fix retries what had given up)."""
     try:
-        return len(json.loads(_failure_path(store, key, shard).read_text())["history"])
+        history = json.loads(_failure_path(store, key, shard).read_text())["history"]
     except (OSError, ValueError, KeyError):
         return 0
+    return sum(1 for h in history if run is None or h.get("run") == run)
 
 
-def record_failure(store, key: str, shard: int, error: str, where: str = "") -> int:
+def record_failure(store, key: str, shard: int, error: str, where: str = "", run: str | None = None) -> int:
     """Add one failed attempt to unit (key, shard); returns its number of failures."""
     from robustart.results import claims as C
     from robustart.results.store import atomic_write_json
@@ -128,7 +131,7 @@ def record_failure(store, key: str, shard: int, error: str, where: str = "") -> 
             d = json.loads(path.read_text())
         except (OSError, ValueError):
             d = {"key": key, "shard": shard, "history": []}
-        d["history"].append({"error": error, "host": socket.gethostname(), "pid": os.getpid(), "where": where,
+        d["history"].append({"error": error, "host": socket.gethostname(), "pid": os.getpid(), "where": where, "run": run,
                              "time": datetime.now(timezone.utc).isoformat(timespec="seconds")})
         atomic_write_json(path, d)
     return len(d["history"])
@@ -170,12 +173,12 @@ def _live_holders(store, key: str) -> list:
 
 
 def work(jobs, *, retries: int = 2, resources=None, chunk: int | None = None, where: str = "local",
-         wait_for_others: bool = True) -> dict:
+         wait_for_others: bool = True, run: str | None = None) -> dict:
     """Take and compute units of `jobs` until none is left: the loop every worker runs (this
     process, a local worker process, a Slurm array task). Units are taken through claims
     without blocking (`execute(job, shards, wait=False)`): `chunk` shards at a time (None: every
     free shard of a job at once, one pass over its data). A failure is recorded and the unit is
-    retried, here or by another worker, until it has failed `retries + 1` times. With
+    retried, here or by another worker, until it has failed `retries + 1` times in run `run`. With
     `wait_for_others`, waits at the end while another live process holds units. Returns counts
     (units computed, failed attempts)."""
     from robustart.engine.execute import Resources, execute
@@ -187,7 +190,7 @@ def work(jobs, *, retries: int = 2, resources=None, chunk: int | None = None, wh
         waiting = False
         for job in jobs:
             store = ResultsStore(job.store)
-            todo = [s for s in missing_shards(store, job) if attempts(store, job.key, s) <= retries]
+            todo = [s for s in missing_shards(store, job) if attempts(store, job.key, s, run) <= retries]
             groups = [todo] if chunk is None else [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
             for group in filter(None, groups):
                 try:
@@ -196,11 +199,12 @@ def work(jobs, *, retries: int = 2, resources=None, chunk: int | None = None, wh
                     raise
                 except Exception as e:
                     stats["failed"] += 1
+                    waiting = True  # go round again: the unit is retried while it has attempts left
                     held = {h.unit for h in _live_holders(store, job.key)}
                     left = set(missing_shards(store, job))
                     for s in group:
                         if s in left and f"shard-{s:05d}" not in held:
-                            record_failure(store, job.key, s, describe(e), where)
+                            record_failure(store, job.key, s, describe(e), where, run)
                     continue
                 if not res.held and group:
                     waiting = True  # another live process holds them
@@ -234,8 +238,8 @@ def finalize(jobs) -> None:
             clear_failures(store, job.key)
 
 
-def given_up(jobs, retries: int) -> list[dict]:
-    """Units of `jobs` not in the store that failed more than `retries` times."""
+def given_up(jobs, retries: int, run: str | None = None) -> list[dict]:
+    """Units of `jobs` not in the store that failed more than `retries` times (in run `run`)."""
     from robustart.results.store import ResultsStore
 
     out = []
@@ -244,8 +248,9 @@ def given_up(jobs, retries: int) -> list[dict]:
         if not (store.job_dir(job.key) / "failures").is_dir():
             continue
         for f in unit_failures(store, job.key):
-            if f["attempts"] > retries:
-                out.append({k: f[k] for k in ("key", "shard", "error", "attempts")})
+            n = sum(1 for h in f["history"] if run is None or h.get("run") == run)
+            if n > retries:
+                out.append({"key": f["key"], "shard": f["shard"], "error": f["error"], "attempts": n})
     return out
 
 
@@ -256,8 +261,9 @@ class ProgressView:
     """One view of the whole plan, from the store (so it is right whichever process computes):
     jobs done / running / failed, records, images/s and ETA. Rich on stderr, plain text."""
 
-    def __init__(self, jobs, retries: int, enabled: bool = True, period: float = 1.0):
+    def __init__(self, jobs, retries: int, enabled: bool = True, period: float = 1.0, run: str | None = None):
         self.jobs = jobs
+        self.run = run
         self.retries = retries
         self.enabled = enabled
         self.period = period
@@ -283,7 +289,7 @@ class ProgressView:
                     meta = None
                 done += bool(meta and meta.get("status") == "complete")
                 continue
-            if any(attempts(store, job.key, s) > self.retries for s in left):
+            if any(attempts(store, job.key, s, self.run) > self.retries for s in left):
                 failed += 1
             elif _live_holders(store, job.key):
                 running += 1
@@ -358,12 +364,13 @@ def run_plan(jobs, *, executor: str = "local", workers: int | None = None, retri
                              f"{', '.join(sorted(ex.options)) or 'none'}.")
     ex.check()  # its extra is installed, or the pip command
     t0 = time.perf_counter()
-    view = ProgressView(unique, retries, enabled=progress and bool(unique))
+    run = os.urandom(6).hex()  # this run's id: its failed attempts are counted against `retries`
+    view = ProgressView(unique, retries, enabled=progress and bool(unique), run=run)
     before = view.counts()["images"] if unique else 0
     notes = []
     with view:
         if unique:
-            notes = ex.run(unique, workers=workers, retries=retries, options=options, view=view) or []
+            notes = ex.run(unique, workers=workers, retries=retries, options=options, view=view, run=run) or []
     finalize(unique)
     complete, incomplete = [], []
     images = 0
@@ -375,7 +382,7 @@ def run_plan(jobs, *, executor: str = "local", workers: int | None = None, retri
             meta = None
         (complete if meta and meta.get("status") == "complete" else incomplete).append(job.key)
     images = (ProgressView(unique, retries, enabled=False).counts()["images"] if unique else 0) - before
-    failed = given_up(unique, retries)
+    failed = given_up(unique, retries, run)
     failed_keys = {f["key"] for f in failed}
     for key in incomplete:  # not complete, and no unit gave up: say so rather than drop it
         if key not in failed_keys:
@@ -387,7 +394,7 @@ def run_plan(jobs, *, executor: str = "local", workers: int | None = None, retri
                                "error": fails[0]["error"] if fails else
                                "not computed" + (f"; a worker ended: {notes[-1]}" if notes else "")})
     return BenchOutcome(complete=complete, failed=failed, seconds=time.perf_counter() - t0, images=images,
-                        incomplete=incomplete, executor=executor)
+                        incomplete=incomplete, executor=executor, notes=list(notes))
 
 
 def _say(text: str) -> None:

@@ -200,7 +200,7 @@ def _run(job, wanted, shards, writer, store, resources, progress):
     run = {"resumed_shards": len(done), "device": device_info(dev), "batch_size": job.batch_size, "workers": None}
     if shards is not None:
         run["shards"] = wanted
-    run["computed"] = todo
+    run["computed"] = written = []  # the shards this run wrote, as it writes them (saved with the run)
     held = wanted if shards is not None else None
     extra = _data_meta(source, job)
     if not todo:
@@ -254,6 +254,7 @@ def _run(job, wanted, shards, writer, store, resources, progress):
                     lo, hi = job.shard_bounds(s)
                     if len(pending[s]) == hi - lo:
                         writer.write(s, pending.pop(s), schema, expected=shard_ids(s))
+                        written.append(s)
                 seen += len(batch)
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, advance=len(batch), rate=f"{rate:.1f} img/s")
@@ -261,7 +262,7 @@ def _run(job, wanted, shards, writer, store, resources, progress):
         writer.interrupt(noise.job_checks() if noise is not None else None)
         raise
     writer.end(shard_ids, checks=noise.job_checks() if noise is not None else None, metrics=_metrics)
-    return JobResult(job.key, store, writer.meta, reused=False, held=held, computed=todo)
+    return JobResult(job.key, store, writer.meta, reused=False, held=held, computed=sorted(written))
 
 
 def _data_meta(source, job: JobSpec) -> dict:

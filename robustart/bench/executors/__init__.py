@@ -6,7 +6,7 @@ of group `robustart.executors`:
         name = "mine"
         help = "..."
         options = {"queue": "which queue"}          # what run_plan(options=...) may give it
-        def run(self, jobs, *, workers, retries, options, view): ...   # until no unit is left
+        def run(self, jobs, *, workers, retries, options, view, run): ...   # until no unit is left
 
 `run` computes every unit of `jobs` it can; `robustart.bench.run.run_plan` then completes jobs
 whose shards are all in, and reports what is missing. Workers that share the store's filesystem
@@ -35,8 +35,9 @@ class Executor:
 
             need_extra(self.extra, f"executor {self.name!r}")
 
-    def run(self, jobs, *, workers, retries, options, view) -> list[str] | None:
-        """Compute the units of `jobs`; returns notes for the outcome (why workers died)."""
+    def run(self, jobs, *, workers, retries, options, view, run) -> list[str] | None:
+        """Compute the units of `jobs`; returns notes for the outcome (why workers died). `run`
+        is the run's id: failed attempts are recorded with it (`work(..., run=run)`)."""
         raise NotImplementedError
 
 
@@ -58,7 +59,7 @@ class WorkerHandle:
         raise NotImplementedError
 
 
-def note_dead_holders(jobs, noted: set) -> int:
+def note_dead_holders(jobs, noted: set, run: str | None = None) -> int:
     """Record a failed attempt for each unit whose claim's holder is dead (stale), once per
     claim: the unit a killed worker was computing. Returns how many were found."""
     from robustart.bench.run import missing_shards, record_failure
@@ -75,12 +76,12 @@ def note_dead_holders(jobs, noted: set) -> int:
             shard = int(h.unit.split("-")[1])
             if shard in missing_shards(store, job):
                 record_failure(store, job.key, shard, f"worker pid {h.pid} on {h.host} died while computing it",
-                               "supervisor")
+                               "supervisor", run)
                 found += 1
     return found
 
 
-def supervise(jobs, *, n: int, start, retries: int, view=None, poll: float = 0.5) -> list[str]:
+def supervise(jobs, *, n: int, start, retries: int, view=None, poll: float = 0.5, run: str | None = None) -> list[str]:
     """Run `n` workers (`start(index)` -> WorkerHandle) over `jobs` until no unit is left: a
     worker that dies is noticed (its units get a failed attempt, and go to the others as their
     claims are stale), and replaced while units are left, at most `retries` times per worker
@@ -92,7 +93,7 @@ def supervise(jobs, *, n: int, start, retries: int, view=None, poll: float = 0.5
     def left() -> bool:
         for job in jobs:
             store = ResultsStore(job.store)
-            if any(attempts(store, job.key, s) <= retries for s in missing_shards(store, job)):
+            if any(attempts(store, job.key, s, run) <= retries for s in missing_shards(store, job)):
                 return True
         return False
 
@@ -110,7 +111,7 @@ def supervise(jobs, *, n: int, start, retries: int, view=None, poll: float = 0.5
                 handles[i] = None
                 if why is not None:
                     deaths.append(why)
-                    note_dead_holders(jobs, noted)
+                    note_dead_holders(jobs, noted, run)
                     if view is not None:
                         view.note = f"a worker died ({why}); {'replacing it' if restarts < retries * n else 'not replaced'}"
                     if restarts < retries * n and left():

@@ -18,7 +18,7 @@ import tempfile
 from robustart.bench.executors import Executor, WorkerHandle, supervise
 
 
-def worker_main(jobs, retries: int, threads: int | None, where: str) -> dict:
+def worker_main(jobs, retries: int, threads: int | None, where: str, run: str | None = None) -> dict:
     """A worker process: take units until none is left."""
     import torch
 
@@ -26,7 +26,7 @@ def worker_main(jobs, retries: int, threads: int | None, where: str) -> dict:
 
     if threads:
         torch.set_num_threads(threads)
-    return work(jobs, retries=retries, chunk=1, where=where)
+    return work(jobs, retries=retries, chunk=1, where=where, run=run)
 
 
 def main(argv) -> None:
@@ -76,12 +76,12 @@ class LocalExecutor(Executor):
     help = "this process, or --workers N processes on this machine (one per GPU, or CPU threads divided)"
     options = {"threads": "torch threads per worker process (default: cores // workers)"}
 
-    def run(self, jobs, *, workers, retries, options, view) -> None:
+    def run(self, jobs, *, workers, retries, options, view, run) -> list[str] | None:
         from robustart.bench.run import work
         from robustart.engine.execute import Resources
 
         if not workers:
-            work(jobs, retries=retries, resources=Resources(progress=False), chunk=None, where="local")
+            work(jobs, retries=retries, resources=Resources(progress=False), chunk=None, where="local", run=run)
             return
         gpus = gpu_count()
         threads = options.get("threads") or (None if gpus else max(1, (os.cpu_count() or 1) // workers))
@@ -89,7 +89,7 @@ class LocalExecutor(Executor):
             def start(i: int) -> _Process:
                 path = os.path.join(tmp, f"worker-{i}-{os.urandom(4).hex()}.pkl")
                 with open(path, "wb") as f:
-                    pickle.dump((jobs, retries, threads, f"local worker {i}"), f)
+                    pickle.dump((jobs, retries, threads, f"local worker {i}", run), f)
                 env = dict(os.environ)
                 if gpus:
                     env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
@@ -101,7 +101,7 @@ class LocalExecutor(Executor):
                 proc.stderr = _Rewound(err)
                 return _Process(proc)
 
-            return supervise(jobs, n=workers, start=start, retries=retries, view=view)
+            return supervise(jobs, n=workers, start=start, retries=retries, view=view, run=run)
 
 
 class _Rewound:

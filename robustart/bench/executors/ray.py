@@ -94,7 +94,7 @@ class RayExecutor(Executor):
                "cpus_per_task": "CPUs per unit (default 1)",
                "gpus_per_task": "GPUs per unit (default 1 when the cluster has GPUs, else 0)"}
 
-    def run(self, jobs, *, workers, retries, options, view) -> None:
+    def run(self, jobs, *, workers, retries, options, view, run) -> list[str] | None:
         import ray
 
         started = False
@@ -110,7 +110,7 @@ class RayExecutor(Executor):
             started = True
         try:
             self._check_nodes(ray, jobs)
-            self._run(ray, jobs, retries, options, view)
+            self._run(ray, jobs, retries, options, view, run)
         finally:
             if started:
                 ray.shutdown()
@@ -139,7 +139,7 @@ class RayExecutor(Executor):
                 raise RobustartError(f"Ray node {n.get('NodeManagerAddress')} ({n['NodeID'][:12]}): {problems[0]}{more}. "
                                      "Put the data and weights at the same paths on every node.")
 
-    def _run(self, ray, jobs, retries, options, view) -> None:
+    def _run(self, ray, jobs, retries, options, view, run) -> None:
         import pyarrow as pa
 
         from robustart.bench.run import attempts, describe, missing_shards, record_failure
@@ -160,7 +160,7 @@ class RayExecutor(Executor):
                 waiting = False
                 for job in jobs:  # claim what is free, and submit it
                     store = ResultsStore(job.store)
-                    todo = [s for s in missing_shards(store, job) if attempts(store, job.key, s) <= retries
+                    todo = [s for s in missing_shards(store, job) if attempts(store, job.key, s, run) <= retries
                             and (job.key, s) not in refs.values()]
                     if not todo:
                         continue
@@ -203,7 +203,7 @@ class RayExecutor(Executor):
                     except Exception as e:
                         cause = getattr(e, "cause", None) or e
                         record_failure(ResultsStore(job.store), key, s, describe(cause) if cause is not e else
-                                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "ray")
+                                       f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", "ray", run)
                         p["shards"].discard(s)
                         self._maybe_end(w, p, key, ids, writers, pending)
                         continue

@@ -24,7 +24,7 @@ except ImportError:  # the executor then refuses to run, naming the extra
 class Worker(_Base):
     """One array task: take units until none is left; requeued as is when preempted."""
 
-    def __call__(self, jobs, retries: int, threads: int | None) -> dict:
+    def __call__(self, jobs, retries: int, threads: int | None, run: str | None = None) -> dict:
         import os
 
         import torch
@@ -34,12 +34,12 @@ class Worker(_Base):
         if threads:
             torch.set_num_threads(threads)
         where = f"slurm job {os.environ.get('SLURM_JOB_ID', '?')} task {os.environ.get('SLURM_ARRAY_TASK_ID', '?')}"
-        return work(jobs, retries=retries, chunk=1, where=where)
+        return work(jobs, retries=retries, chunk=1, where=where, run=run)
 
 
-def worker_fn(jobs, retries: int, threads: int | None) -> dict:
+def worker_fn(jobs, retries: int, threads: int | None, run: str | None = None) -> dict:
     """The same, without requeueing (requeue=False)."""
-    return Worker.__call__(None, jobs, retries, threads)
+    return Worker.__call__(None, jobs, retries, threads, run)
 
 
 class _Job(WorkerHandle):
@@ -51,13 +51,13 @@ class _Job(WorkerHandle):
 
     def failure(self) -> str | None:
         state = self.job.state
-        if state in ("FINISHED", "COMPLETED"):
-            try:
-                self.job.result()
-                return None
-            except Exception as e:
-                return f"submitit job {self.job.job_id}: {type(e).__name__}: {str(e).strip().splitlines()[-1:]}"
-        return f"submitit job {self.job.job_id} ended {state}"
+        try:
+            self.job.result()
+            return None
+        except Exception as e:
+            lines = [x for x in str(e).strip().splitlines() if x.strip()]
+            why = f": {type(e).__name__}: {lines[0].strip() if lines else ''}"  # (the rest: its log)
+        return f"submitit job {self.job.job_id} ended {state}{why}"
 
     def stop(self) -> None:
         try:
@@ -78,7 +78,7 @@ class SlurmExecutor(Executor):
                "cluster": "'local' runs tasks as local subprocesses (default: Slurm where sbatch exists)",
                "slurm": "extra slurm_* parameters (a dict)"}
 
-    def run(self, jobs, *, workers, retries, options, view) -> None:
+    def run(self, jobs, *, workers, retries, options, view, run) -> list[str] | None:
         import submitit
 
         folder = Path(options.get("folder") or Path(jobs[0].store) / "bench-slurm")
@@ -93,12 +93,12 @@ class SlurmExecutor(Executor):
         fn = Worker() if options.get("requeue", True) else worker_fn
         n = int(workers or 1)
 
-        first = list(ex.map_array(fn, [jobs] * n, [retries] * n, [cpus] * n))  # one array of n tasks
+        first = list(ex.map_array(fn, [jobs] * n, [retries] * n, [cpus] * n, [run] * n))  # one array of n tasks
 
         def start(i: int) -> _Job:  # the array's tasks, then single replacements
-            return _Job(first.pop(0) if first else ex.submit(fn, jobs, retries, cpus))
+            return _Job(first.pop(0) if first else ex.submit(fn, jobs, retries, cpus, run))
 
-        return supervise(jobs, n=n, start=start, retries=retries, view=view)
+        return supervise(jobs, n=n, start=start, retries=retries, view=view, run=run)
 
 
 EXECUTOR = SlurmExecutor()
