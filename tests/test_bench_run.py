@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import robustart
@@ -82,16 +83,19 @@ def ray_cluster():
 
 def same_records(store: ResultsStore, serial: dict, keys) -> None:
     """Every job of `keys` complete, with the serial run's records: ids, predictions and flags
-    exactly, floats to rounding."""
+    exactly, floats to rounding. Workers run with another number of torch threads than the
+    serial run (cores divided), so sums are reduced in another order: about 1e-5 on logits, which
+    an attack's sign-of-gradient step can turn into about 1e-3 on the adversarial logits."""
     for key in keys:
         assert store.check(key, level="read").status == "complete", key
         got, ref = store.read_records(key), serial[key]
+        tol = 1e-2 if store.read_meta(key)["config"]["noise"]["name"] == "pgd" else 1e-4
         assert list(got.columns) == list(ref.columns)
         for c in got.columns:
-            if c in EXACT or got[c].dtype == object:
+            if c in EXACT or not pd.api.types.is_numeric_dtype(got[c]) or pd.api.types.is_bool_dtype(got[c]):
                 assert got[c].astype(str).tolist() == ref[c].astype(str).tolist(), (key, c)
             else:
-                np.testing.assert_allclose(got[c].to_numpy(float), ref[c].to_numpy(float), rtol=1e-4, atol=1e-5,
+                np.testing.assert_allclose(got[c].to_numpy(float), ref[c].to_numpy(float), rtol=tol, atol=tol,
                                            equal_nan=True, err_msg=f"{key} {c}")
 
 

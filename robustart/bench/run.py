@@ -191,6 +191,10 @@ def work(jobs, *, retries: int = 2, resources=None, chunk: int | None = None, wh
         for job in jobs:
             store = ResultsStore(job.store)
             todo = [s for s in missing_shards(store, job) if attempts(store, job.key, s, run) <= retries]
+            busy = {h.unit for h in _live_holders(store, job.key)} if todo else set()
+            if "job" in busy or any(f"shard-{s:05d}" in busy for s in todo):
+                waiting = True  # another live process computes some: not asked again (claims are files)
+                todo = [] if "job" in busy else [s for s in todo if f"shard-{s:05d}" not in busy]
             groups = [todo] if chunk is None else [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
             for group in filter(None, groups):
                 try:
@@ -273,12 +277,17 @@ class ProgressView:
         self.start_images = None
         self.t0 = time.perf_counter()
         self.note = ""
+        self._done: set[str] = set()  # jobs seen complete (they stay so during a run)
 
     def counts(self) -> dict:
         from robustart.results.store import ResultsStore
 
         done = running = failed = images = 0
         for job in self.jobs:
+            if job.key in self._done:
+                done += 1
+                images += job.n
+                continue
             store = ResultsStore(job.store)
             left = missing_shards(store, job)
             images += job.n - sum(job.shard_bounds(s)[1] - job.shard_bounds(s)[0] for s in left)
@@ -287,7 +296,9 @@ class ProgressView:
                     meta = store.read_meta(job.key)
                 except RobustartError:
                     meta = None
-                done += bool(meta and meta.get("status") == "complete")
+                if meta and meta.get("status") == "complete":
+                    done += 1
+                    self._done.add(job.key)
                 continue
             if any(attempts(store, job.key, s, self.run) > self.retries for s in left):
                 failed += 1
