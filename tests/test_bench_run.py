@@ -220,6 +220,8 @@ def _ray_unit_pid():
 
 
 def test_a_killed_ray_worker_is_retried(sample, home, ray_cluster):
+    """kill -9 of the Ray worker process running a unit: Ray runs the task again, and the
+    driver writes each shard once."""
     store = ResultsStore(home / "kill-ray")
     jobs = make_jobs(sample, store.root, **CHEAP)
     t, box = _in_thread(lambda: run_plan(jobs, executor="ray", progress=False))
@@ -242,6 +244,8 @@ def _driver(jobs_file: Path) -> subprocess.Popen:
 
 
 def test_a_killed_driver_resumes_without_recomputing(sample, home, tmp_path):
+    """The driver (a process running the plan in itself) killed with SIGKILL after some shards:
+    a rerun computes only the missing shards; the finished ones are untouched."""
     store = ResultsStore(home / "kill-driver")
     jobs = make_jobs(sample, store.root, **CHEAP)
     (tmp_path / "jobs.pkl").write_bytes(pickle.dumps(jobs))
@@ -265,6 +269,8 @@ def test_a_killed_driver_resumes_without_recomputing(sample, home, tmp_path):
 
 
 def test_two_runs_at_once_compute_each_unit_once(sample, home, tmp_path):
+    """Two runs of one plan on one store at once split its units through claims: each unit is
+    computed by exactly one of them, both compute, and each waits for the other's units."""
     store = ResultsStore(home / "two-runs")
     jobs = make_jobs(sample, store.root, **CHEAP)
     (tmp_path / "jobs.pkl").write_bytes(pickle.dumps(jobs))
@@ -283,26 +289,30 @@ def test_two_runs_at_once_compute_each_unit_once(sample, home, tmp_path):
 # --------------------------------------------------------------------------- failures
 
 
-def test_a_failing_unit_is_recorded_retried_and_reported(sample, home, tmp_path):
+@pytest.mark.parametrize("executor", ["local", "ray"])
+def test_a_failing_unit_is_recorded_retried_and_reported(executor, sample, home, tmp_path, request):
     """A job whose checkpoint changed since it was planned fails in every unit: each unit is
-    tried retries + 1 times, its error kept in the store and in the outcome; once the cause
-    is gone, a rerun computes it and the failure records go."""
-    store = ResultsStore(home / "failing")
+    tried retries + 1 times, its error kept in the store and in the outcome (by the worker, or
+    by Ray's driver); once the cause is gone, a rerun computes it and the failure records go."""
+    if executor == "ray":
+        request.getfixturevalue("ray_cluster")
+    store = ResultsStore(home / f"failing-{executor}")
     (job,) = make_jobs(sample, store.root, models=("efficientnet_lite0",), noises=("clean",))
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"not the planned checkpoint")
-    bad = dataclasses.replace(job, weights=(str(other), job.weights[1]))
-    out = run_plan([bad], retries=1, progress=False)
+    # (another sha256 too: a process that built the planned checkpoint keeps that model, by hash)
+    bad = dataclasses.replace(job, weights=(str(other), "f" * 64))
+    out = run_plan([bad], executor=executor, retries=1, progress=False)
     assert out.complete == [] and out.incomplete == [job.key]
     assert sorted(f["shard"] for f in out.failed) == list(range(job.n_shards))
     assert all(f["attempts"] == 2 and "damaged" in f["error"] for f in out.failed), out.failed
     recorded = unit_failures(store, job.key)
     assert [(f["shard"], f["attempts"]) for f in recorded] == [(s, 2) for s in range(job.n_shards)]
     assert recorded[0]["history"][0]["pid"] == os.getpid()
-    again = run_plan([bad], retries=0, progress=False)  # a new run tries again, `retries` + 1 times
+    again = run_plan([bad], executor=executor, retries=0, progress=False)  # a new run tries again, `retries` + 1 times
     assert [(f["shard"], f["attempts"]) for f in again.failed] == [(s, 1) for s in range(job.n_shards)]
     assert [f["attempts"] for f in unit_failures(store, job.key)] == [3] * job.n_shards  # the history stays
-    fixed = run_plan([job], retries=1, progress=False)
+    fixed = run_plan([job], executor=executor, retries=1, progress=False)
     assert fixed.complete == [job.key] and fixed.failed == [] and unit_failures(store, job.key) == []
     recorded_once(store, [job])
 
@@ -330,3 +340,14 @@ def test_the_progress_view_counts_from_the_store(sample, home):
     assert c == {"done": len(jobs), "running": 0, "failed": 0, "images": len(jobs) * N}
     meta = json.loads(store.meta_path(jobs[0].key).read_text())
     assert meta["status"] == "complete"
+
+
+def test_ray_checks_data_on_every_node_first(sample, home, tmp_path, ray_cluster):
+    """Data that does not resolve on a node stops the run before any unit, with one message
+    naming the node and the path."""
+    store = ResultsStore(home / "ray-check")
+    (job,) = make_jobs(sample, store.root, models=("efficientnet_lite0",), noises=("clean",))
+    gone = tmp_path / "moved-away"
+    with pytest.raises(RobustartError, match=rf"^Ray node \S+ \(\w+\): dataset {gone}.*same paths on every node"):
+        run_plan([dataclasses.replace(job, data=str(gone))], executor="ray", progress=False)
+    assert not store.keys()  # nothing started

@@ -12,8 +12,15 @@ the store's claims (`robustart.results.claims`): two runs of one plan on one sto
 unit once, and a run waits at the end for units another live process holds. A unit that fails
 is recorded with its error in `<store>/jobs/<key>/failures/shard-NNNNN.json` (`unit_failures`),
 retried up to `retries` times (by any worker of any run), then reported in `outcome.failed`;
-it is never dropped silently. Ctrl-C or a killed driver loses nothing: finished shards stay and
-are not recomputed by the next run.
+it is never dropped silently. Each run of a plan gives a unit `retries` more tries (a rerun after
+a fix retries what had given up); the store keeps every attempt's error. Ctrl-C or a killed
+driver loses nothing: finished shards stay and are not recomputed by the next run.
+
+`run_plan` shows one progress view on stderr (progress=True), read from the store, so it is
+right whoever computes: jobs done / running / failed, records, images/s, ETA. It returns a
+`BenchOutcome`: `complete` (keys), `incomplete` (keys), `failed` (one dict per unit not in the
+store: key, shard, error, attempts in this run), `seconds`, `images` (records this run added),
+`notes` (what the executor noticed, e.g. a worker that died), `ok`.
 
 Executors (`robustart.bench.executors.EXECUTORS`; `options` are executor-specific):
 
@@ -31,8 +38,11 @@ Executors (`robustart.bench.executors.EXECUTORS`; `options` are executor-specifi
           with the meta fields their run adds, and the driver alone writes the store (no shared
           filesystem for results). Data and weights must resolve on every node: checked first,
           and a node that lacks one fails the run with one message naming the node and the path.
-          options: address, num_cpus, num_gpus (local cluster), cpus_per_task (default 1),
-          gpus_per_task (default 1 when the cluster has GPUs, else 0).
+          A Ray worker process keeps one `Resources` across its tasks (model built once).
+          options: address, num_cpus, num_gpus (a local cluster's size; num_cpus defaults to
+          `workers`, else all cores), cpus_per_task (default 1; also its torch threads),
+          gpus_per_task (default 1 when the cluster has GPUs, else 0). A cluster this call
+          started is shut down at the end; one already initialised in the process is used as is.
   slurm   `pip install 'robustart[slurm]'`, through submitit. `workers=N` array tasks (default 1),
           each taking units through the store's claims: the store must be on a filesystem
           every node shares (so must data and weights). The driver submits, shows progress and
