@@ -53,4 +53,10 @@ BUILTIN: dict[str, dict[str, str]] = {
         "quick": "robustart.bench.presets:QUICK",
         "robustart": "robustart.bench.presets:ROBUSTART",
     },
+    # robustart.bench.executors.EXECUTORS: who runs a plan's units (`robustart bench --executor`)
+    "executors": {
+        "local": "robustart.bench.executors.local:EXECUTOR",
+        "ray": "robustart.bench.executors.ray:EXECUTOR",
+        "slurm": "robustart.bench.executors.slurm:EXECUTOR",
+    },
 }

@@ -120,14 +120,19 @@ def _reusable(state, job: JobSpec) -> bool:
 
 
 def execute(job: JobSpec, shards: Iterable[int] | None = None, *, force: bool = False, progress: bool = True,
-            resources: Resources | None = None):
+            resources: Resources | None = None, wait: bool = True):
     """Run the job's `shards` (default: all) that are not in the store yet, and return its
     JobResult. A complete job is reused when its files prove it (a damaged one is repaired:
     its bad shards are recomputed); `force` recomputes it as a new generation that replaces the
     old result only once complete. The process holds the job's claim (with `shards`, those
     shards' claims: the unit of a multi-process executor), and waits while another live
     process holds it. The job's status afterwards is complete when every shard is in the
-    store and right, else partial."""
+    store and right, else partial.
+
+    With `shards` and `wait=False`, the call takes only the shards no other live process holds
+    now, computes those and returns at once (`result.held`: the shards it held, `[]` when
+    another process held them all; `result.computed`: those it computed): how an executor's
+    workers take units without blocking on one another."""
     from robustart.engine.job import JobResult
 
     resources = resources if resources is not None else Resources(progress=progress)
@@ -143,16 +148,21 @@ def execute(job: JobSpec, shards: Iterable[int] | None = None, *, force: bool = 
             raise RobustartError(f"job {job.key} has shards 0..{job.n_shards - 1}; there is no shard {bad[0]}.")
         if force:
             raise RobustartError(f"job {job.key}: force recomputes a whole job; give it no shard subset.")
+    elif not wait:
+        raise RobustartError(f"job {job.key}: wait=False takes a shard subset (the shards it may compute).")
     writer = ShardWriter(store, job.key)
     on_wait = _waiting(job, progress)
     if shards is None:
         writer.claim_job(on_wait)
     else:
-        writer.claim_shards(wanted, on_wait)
+        wanted = writer.claim_shards(wanted, on_wait, wait=wait)
+        if not wanted:  # every one of them is another live process's now
+            return JobResult(job.key, store, state.meta, reused=False, held=[], computed=[])
     try:
         state = store.check(job.key, level="sha256")  # again, now that this process holds the job
         if not force and _reusable(state, job):
-            return JobResult(job.key, store, state.meta, reused=True)
+            return JobResult(job.key, store, state.meta, reused=True, held=wanted if shards is not None else None,
+                             computed=[])
         stale_data = state.status == "complete" and not _reusable(state, job)
         job = _with_layout(job, state, force or stale_data)  # another run may have created it meanwhile
         if shards is None:
@@ -190,12 +200,14 @@ def _run(job, wanted, shards, writer, store, resources, progress):
     run = {"resumed_shards": len(done), "device": device_info(dev), "batch_size": job.batch_size, "workers": None}
     if shards is not None:
         run["shards"] = wanted
+    run["computed"] = written = []  # the shards this run wrote, as it writes them (saved with the run)
+    held = wanted if shards is not None else None
     extra = _data_meta(source, job)
     if not todo:
         writer.begin(run, dataset_root=str(source.root), versions=versions(), git=git_info(), device=run["device"],
                      request=request_of(job), **extra)
         writer.end(shard_ids, metrics=_metrics)
-        return JobResult(job.key, store, writer.meta, reused=False)
+        return JobResult(job.key, store, writer.meta, reused=False, held=held, computed=[])
 
     entry = job.entry
     model, calib = resources.model(job, dev, source)
@@ -242,6 +254,7 @@ def _run(job, wanted, shards, writer, store, resources, progress):
                     lo, hi = job.shard_bounds(s)
                     if len(pending[s]) == hi - lo:
                         writer.write(s, pending.pop(s), schema, expected=shard_ids(s))
+                        written.append(s)
                 seen += len(batch)
                 rate = seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(task, advance=len(batch), rate=f"{rate:.1f} img/s")
@@ -249,7 +262,7 @@ def _run(job, wanted, shards, writer, store, resources, progress):
         writer.interrupt(noise.job_checks() if noise is not None else None)
         raise
     writer.end(shard_ids, checks=noise.job_checks() if noise is not None else None, metrics=_metrics)
-    return JobResult(job.key, store, writer.meta, reused=False)
+    return JobResult(job.key, store, writer.meta, reused=False, held=held, computed=sorted(written))
 
 
 def _data_meta(source, job: JobSpec) -> dict:

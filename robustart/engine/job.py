@@ -14,6 +14,8 @@ class JobResult:
     store: ResultsStore
     meta: dict
     reused: bool = False
+    held: list | None = None  # execute(job, shards): the shards this call held (wait=False: those it got)
+    computed: list | None = None  # the shards this call computed
     _records: object = field(default=None, repr=False)
 
     @property

@@ -10,6 +10,7 @@ shard). The unit a process claims (robustart.results.claims) is the job, or one 
 
     w = ShardWriter(store, key)
     w.claim_job(on_wait)               # or w.claim_shards([3, 4], on_wait): a worker's units
+                                       # (wait=False: only those free now, returned)
     w.open(config, n=..., shard_size=..., seed=..., force=...)   # new, resumed, repaired or a new generation
     done = w.valid_shards(expected_ids)    # shards already there and right (others removed)
     w.begin(info); w.write(i, rows, schema) ...; w.end(expected_ids, metrics=...)
@@ -78,23 +79,34 @@ class ShardWriter:
             time.sleep(0.2)
         self.whole_job = True
 
-    def claim_shards(self, shards, on_wait: Callable[[C.Holder], None] | None = None) -> None:
-        """Hold the claims of these shards (what a worker of a multi-process executor computes);
-        waits while another process holds one of them, or the whole job."""
+    def claim_shards(self, shards, on_wait: Callable[[C.Holder], None] | None = None, *,
+                     wait: bool = True) -> list[int]:
+        """Hold the claims of these shards (what a worker of a multi-process executor computes)
+        and return them. With `wait`, waits while another process holds one of them, or the
+        whole job; without it, takes the shards that are free now and returns those (none while
+        a live run holds the whole job), so workers never block on one another."""
         folder = self.store.claims_dir(self.key)
+        got = []
         for s in sorted(shards):
             while True:
-                c = C.acquire(folder, f"shard-{s:05d}", on_wait=on_wait)
+                c = C.acquire(folder, f"shard-{s:05d}", on_wait=on_wait, wait=wait)
+                if c is None:  # another live process computes it
+                    break
                 job = C.read_holder(folder / "job.claim")
                 if job is None or job.stale():
                     self.claims.append(c)
+                    got.append(s)
                     break
                 c.release()  # a run of the whole job goes first
+                if not wait:
+                    self.whole_job = False
+                    return got
                 if on_wait is not None:
                     on_wait(job)
                 while (h := C.read_holder(folder / "job.claim")) is not None and not h.stale():
                     time.sleep(0.2)
         self.whole_job = False
+        return got
 
     def _check_claims(self) -> None:
         lost = [c for c in self.claims if c.lost or not c.refresh()]
@@ -240,6 +252,16 @@ class ShardWriter:
                              "nothing was written.")
         self._check_claims()
         self.store.write_shard(self.key, index, pa.Table.from_pylist(rows, schema=schema), folder=self.folder)
+
+    def write_table(self, index: int, table, expected: list[str] | None = None) -> None:
+        """Shard `index` from a records table another process computed (an executor's driver
+        writing what its workers send back); the same checks as `write`."""
+        table = table.sort_by("sample_id")
+        if expected is not None and table.column("sample_id").to_pylist() != list(expected):
+            raise StoreError(f"job {self.key}: shard {index} would hold other samples than its layout says; "
+                             "nothing was written.")
+        self._check_claims()
+        self.store.write_shard(self.key, index, table, folder=self.folder)
 
     def end(self, expected_ids: Callable[[int], list[str]], *, checks: dict | None = None,
             metrics: Callable[[object], dict] | None = None) -> str:
