@@ -155,7 +155,7 @@ def test_robustart_eval_reaches_the_three_forms(fashion_mnist, _isolated_home, t
     r = runner.invoke(app, ["eval", "--model", "tiny-bn@bwta", *common])
     assert r.exit_code == 2 and "error:" in r.output and "transformer and mixer" in r.output
     r = runner.invoke(app, ["eval", "--model", "tiny-vit@bwta:calib=8", *common])  # untrained, not asked for
-    assert r.exit_code == 2 and "train_bwta" in r.output and "untrained=yes" in r.output
+    assert r.exit_code == 2 and "--method bwta" in r.output and "--register" in r.output and "untrained=yes" in r.output
     r = runner.invoke(app, ["eval", "--model", "tiny-vit@w8a8:calib_data=dsg,calib=2", *common])
     assert r.exit_code == 2 and "BatchNorm" in r.output
 
