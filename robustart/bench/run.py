@@ -120,6 +120,10 @@ def unit_failures(store, key: str) -> list[dict]:
     return out
 
 
+def _failed_in(history: list[dict], run: str | None) -> int:
+    return sum(1 for h in history if run is None or h.get("run") == run)
+
+
 def attempts(store, key: str, shard: int, run: str | None = None) -> int:
     """How many times unit (key, shard) has failed (in run `run` of a plan: each run of a plan
     gives a unit `retries` more tries, so a rerun after a fix retries what had given up)."""
@@ -127,7 +131,7 @@ def attempts(store, key: str, shard: int, run: str | None = None) -> int:
         history = json.loads(_failure_path(store, key, shard).read_text())["history"]
     except (OSError, ValueError, KeyError):
         return 0
-    return sum(1 for h in history if run is None or h.get("run") == run)
+    return _failed_in(history, run)
 
 
 def record_failure(store, key: str, shard: int, error: str, where: str = "", run: str | None = None) -> int:
@@ -262,7 +266,7 @@ def given_up(jobs, retries: int, run: str | None = None) -> list[dict]:
         if not (store.job_dir(job.key) / "failures").is_dir():
             continue
         for f in unit_failures(store, job.key):
-            n = sum(1 for h in f["history"] if run is None or h.get("run") == run)
+            n = _failed_in(f["history"], run)
             if n > retries:
                 out.append({"key": f["key"], "shard": f["shard"], "error": f["error"], "attempts": n})
     return out
@@ -369,11 +373,10 @@ def run_plan(jobs, *, executor: str = "local", workers: int | None = None, retri
         raise RobustartError(f"--retries must be a whole number >= 0, got {retries!r}.")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
         raise RobustartError(f"--workers must be a whole number >= 0, got {workers!r}.")
-    seen, unique = set(), []
+    by_key = {}
     for j in jobs:  # a plan may name one job twice (two selectors matching one model)
-        if j.key not in seen:
-            seen.add(j.key)
-            unique.append(j)
+        by_key.setdefault(j.key, j)
+    unique = list(by_key.values())
     ex = EXECUTORS.get(executor)
     options = dict(options or {})
     unknown = sorted(set(options) - set(ex.options))
@@ -394,7 +397,6 @@ def run_plan(jobs, *, executor: str = "local", workers: int | None = None, retri
             notes = ex.run(unique, workers=workers, retries=retries, options=options, view=view, run=run) or []
     finalize(unique)
     complete, incomplete = [], []
-    images = 0
     for job in unique:
         store = ResultsStore(job.store)
         try:
@@ -407,10 +409,11 @@ def run_plan(jobs, *, executor: str = "local", workers: int | None = None, retri
     failed_keys = {f["key"] for f in failed}
     for key in incomplete:  # not complete, and no unit gave up: say so rather than drop it
         if key not in failed_keys:
-            store = ResultsStore(next(j.store for j in unique if j.key == key))
-            job = next(j for j in unique if j.key == key)
+            job = by_key[key]
+            store = ResultsStore(job.store)
+            recorded = {f["shard"]: f for f in unit_failures(store, key)}
             for s in missing_shards(store, job):
-                fails = [f for f in unit_failures(store, key) if f["shard"] == s]
+                fails = [recorded[s]] if s in recorded else []
                 failed.append({"key": key, "shard": s, "attempts": fails[0]["attempts"] if fails else 0,
                                "error": fails[0]["error"] if fails else
                                "not computed" + (f"; a worker ended: {notes[-1]}" if notes else "")})
