@@ -18,6 +18,9 @@ calib-gen efficientnet_lite0 --method dsg --n 16 --iters 60` makes the ones this
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
+import json
 import os
 import sys
 import time
@@ -49,18 +52,56 @@ def spec_of(form: str, source: str, calib: int) -> str:
     return f"{MODEL}@{form}{sep}{extra}"
 
 
+def full_plan(calib: int, robust: bool = True) -> list[tuple[str, str, str, str]]:
+    """Every (noise, form label, source, model spec) of the table, in priority order: fp, then per
+    form the four sources' clean jobs; the two forms the question is about (W8A8, W4A4
+    reconstructed) and their robustness before the rest."""
+    plan = [("clean", "fp", "-", MODEL)]
+    noises = [PGD, CORRUPTION] if robust else []
+    for label, form in FORMS[:3]:
+        plan += [("clean", label, s, spec_of(form, s, calib)) for s in RUN_ORDER]
+    for noise in noises:
+        plan.append((noise, "fp", "-", MODEL))
+        for label, form in FORMS[:2]:
+            plan += [(noise, label, s, spec_of(form, s, calib)) for s in RUN_ORDER]
+    for label, form in FORMS[3:]:
+        plan += [("clean", label, s, spec_of(form, s, calib)) for s in RUN_ORDER]
+    for noise in noises:
+        for label, form in FORMS[2:]:
+            plan += [(noise, label, s, spec_of(form, s, calib)) for s in RUN_ORDER]
+    return plan
+
+
+def _pick(plan, forms, sources, noises):
+    """The jobs of the plan selected by --forms/--sources/--noises (comma lists; None: all)."""
+    def norm(x):
+        return x.replace(" ", "")
+
+    def keep(value, wanted):
+        return wanted is None or norm(value) in {norm(w) for w in wanted.split(",")}
+
+    short = {"clean": "clean", PGD: "pgd", CORRUPTION: "corruption"}
+    return [j for j in plan if keep(j[1], forms) and keep(j[2], sources) and keep(short[j[0]], noises)]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", default=str(Path.home() / ".robustart" / "bench-dfq"))
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--limit", type=int, default=200, help="clean evaluation images (first N by id; 0: all 1000)")
     ap.add_argument("--robust-limit", type=int, default=50, help="images for PGD and the corruption")
-    ap.add_argument("--rows", type=int, default=None, help="run only the first N jobs of the plan")
+    ap.add_argument("--rows", type=int, default=None, help="run only the first N selected jobs")
+    ap.add_argument("--forms", default=None, help="comma list of form labels: fp,w8a8,w4a4,w4a4+recon,w6a6,w4a8")
+    ap.add_argument("--sources", default=None, help="comma list of -,real,dsg,zeroq,noise ('-': fp)")
+    ap.add_argument("--noises", default=None, help="comma list of clean,pgd,corruption")
+    ap.add_argument("--skip-done", action="store_true", help="leave out jobs the results file already holds")
     ap.add_argument("--no-robust", action="store_true")
     ap.add_argument("--wait-gen", type=float, default=0, help="minutes to wait for generated images being made elsewhere")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "dfq_accuracy.md"))
+    ap.add_argument("--json", default=None, help="every measured job, across passes (default: --out with .json)")
     args = ap.parse_args()
+    args.json = args.json or str(Path(args.out).with_suffix(".json"))
 
     from robustart.engine.evaluate import evaluate
 
@@ -68,25 +109,18 @@ def main() -> None:
     if not data:
         sys.exit("set ROBUSTART_IMAGENET_SAMPLE to the 1000-image ImageNet sample folder")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    # the plan: fp first; then per form, the four sources' clean jobs; robustness after all clean
-    # priority order (each row is written as soon as it is done): the two forms the question is
-    # about (W8A8, W4A4 reconstructed) on every source, their robustness, then the rest
-    plan = [("clean", "fp", "-", MODEL)]
-    robust = [] if args.no_robust else [PGD, CORRUPTION]
-    for label, form in FORMS[:3]:
-        plan += [("clean", label, s, spec_of(form, s, args.calib)) for s in RUN_ORDER]
-    for noise in robust:
-        plan.append((noise, "fp", "-", MODEL))
-        for label, form in FORMS[:2]:
-            plan += [(noise, label, s, spec_of(form, s, args.calib)) for s in RUN_ORDER]
-    for label, form in FORMS[3:]:
-        plan += [("clean", label, s, spec_of(form, s, args.calib)) for s in RUN_ORDER]
-    for noise in robust:
-        for label, form in FORMS[2:]:
-            plan += [(noise, label, s, spec_of(form, s, args.calib)) for s in RUN_ORDER]
-    results = {}
-    t_start = time.perf_counter()
-    todo = plan if args.rows is None else plan[: args.rows]
+    plan = full_plan(args.calib, robust=not args.no_robust)
+    todo = _pick(plan, args.forms, args.sources, args.noises)
+    settings = _settings(args)
+    held = _load(args.json).get("settings", settings)
+    if held != settings:
+        sys.exit(f"{args.json} holds jobs run with {held}, not {settings}: pass another --out (and --json)")
+    if args.skip_done:
+        done = {_key(j) for j in _load(args.json)["jobs"]}
+        todo = [j for j in todo if (j[0], j[1], j[2]) not in done]
+    todo = todo if args.rows is None else todo[: args.rows]
+    this_pass = _pass_record(args)
+    print(f"{len(todo)} job(s) to run; results in {args.json} and {args.out}", flush=True)
     for noise, label, source, spec in todo:
         if source in ("dsg", "zeroq"):
             _wait_for_images(spec, args.wait_gen)
@@ -95,15 +129,79 @@ def main() -> None:
         res = evaluate(spec, data, noise=noise, limit=limit, batch_size=args.batch_size, store=args.store,
                        progress=False)
         rec = res.records
-        held = _held_out(rec, spec, data)
-        results[(noise, label, source)] = dict(spec=spec, n=len(rec), top1=_pct(rec), held=held,
-                                               reused=res.reused, seconds=time.perf_counter() - t0,
-                                               calib=res.meta.get("calibration"))
-        r = results[(noise, label, source)]
-        print(f"{noise:32s} {label:12s} {source:6s} top1 {r['top1']:6.2f} held {r['held']:6.2f} "
-              f"({'reused' if res.reused else '%.0fs' % r['seconds']})", flush=True)
-        _write(args, plan, results, time.perf_counter() - t_start)
+        job = dict(noise=noise, label=label, source=source, spec=spec, n=len(rec), top1=_pct(rec),
+                   held=_held_out(rec, spec, data),
+                   seconds=None if res.reused else round(time.perf_counter() - t0),
+                   pass_=this_pass["id"])
+        print(f"{noise:32s} {label:12s} {source:6s} top1 {job['top1']:6.2f} held {job['held']:6.2f} "
+              f"({'reused' if res.reused else '%ds' % job['seconds']})", flush=True)
+        _record(args, plan, job, this_pass, reused=res.reused)
+    with _locked(args.json):
+        _write(args, plan, _load(args.json))
     print(f"wrote {args.out}")
+
+
+def _settings(args) -> dict:
+    """What every job of one results file shares (the jobs are keyed by noise, form and source only)."""
+    return dict(model=MODEL, calib=args.calib, limit=args.limit, robust_limit=args.robust_limit, gen_iters=GEN_ITERS)
+
+
+def _key(job) -> tuple[str, str, str]:
+    return (job["noise"], job["label"], job["source"])
+
+
+def _pass_record(args) -> dict:
+    from robustart.engine.env import cpu_model, versions
+
+    import robustart
+
+    v = versions()
+    cmd = (f"OMP_NUM_THREADS={torch.get_num_threads()} nice -n 10 python benchmarks/dfq_accuracy.py "
+           f"--calib {args.calib} --limit {args.limit} --robust-limit {args.robust_limit}")
+    for flag in ("forms", "sources", "noises"):
+        if getattr(args, flag):
+            cmd += f" --{flag} {getattr(args, flag)}"
+    return dict(id=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=cmd,
+                device=f"{cpu_model()}, {torch.get_num_threads()} thread(s)",
+                versions=f"robustart {robustart.__version__}, torch {v.get('torch')}, timm {v.get('timm')}")
+
+
+def _load(path) -> dict:
+    p = Path(path)
+    return json.loads(p.read_text()) if p.is_file() else {"passes": [], "jobs": []}
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """Passes may run side by side (e.g. one on the reconstructed forms, one on the rest): the
+    results file is read, updated and rewritten under one lock."""
+    with open(str(path) + ".lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _record(args, plan, job, this_pass, reused: bool) -> None:
+    with _locked(args.json):
+        state = _load(args.json)
+        jobs = {_key(j): j for j in state["jobs"]}
+        old = jobs.get(_key(job))
+        # a job reused from the store keeps the pass (and time) that measured it
+        if not (reused and old is not None and old["spec"] == job["spec"]):
+            jobs[_key(job)] = job
+        load = os.getloadavg()
+        rec = dict(this_pass, end=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                   load=f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+        state["settings"] = _settings(args)
+        state["passes"] = [p for p in state["passes"] if p["id"] != rec["id"]] + [rec]
+        order = {(n, l, s): i for i, (n, l, s, _) in enumerate(plan)}
+        state["jobs"] = sorted(jobs.values(), key=lambda j: order.get(_key(j), len(order)))
+        tmp = Path(args.json).with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=1) + "\n")
+        os.replace(tmp, args.json)
+        _write(args, plan, state)
 
 
 def _wait_for_images(spec: str, minutes: float) -> None:
@@ -153,22 +251,15 @@ def _cell(results, key, held=True) -> str:
     return f"{v:.1f}"
 
 
-def _write(args, plan, results, elapsed) -> None:
-    import robustart
-    from robustart.engine.env import cpu_model, versions
-
-    v = versions()
-    load = os.getloadavg()
+def _write(args, plan, state) -> None:
+    results = {_key(j): j for j in state["jobs"]}
+    passes = {p["id"]: p for p in state["passes"]}
     lines = [
-        f"# Data-free vs real calibration: {MODEL} on the 1000-image ImageNet sample",
+        f"# Data-free vs real calibration: {MODEL} on the ImageNet sample (first {args.limit or 1000} images)",
         "",
-        f"- date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}; wall time of this pass "
-        f"{elapsed / 60:.0f} min (finished jobs are reused from the store)",
-        f"- device: {cpu_model()}, {torch.get_num_threads()} thread(s), shared with other work "
-        f"(load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} when written)",
-        f"- versions: robustart {robustart.__version__}, torch {v.get('torch')}, timm {v.get('timm')}",
-        f"- command: `OMP_NUM_THREADS={torch.get_num_threads()} nice -n 10 python benchmarks/dfq_accuracy.py "
-        f"--calib {args.calib} --limit {args.limit} --robust-limit {args.robust_limit}`",
+        "Every number below comes from one job of `benchmarks/dfq_accuracy.py` (the job table at the end "
+        "names its pass); passes add to `dfq_accuracy.json` beside this file, and this page is written from it.",
+        "",
         f"- every form calibrates on {args.calib} images (`calib={args.calib}`, seed 0): *real* = drawn from the "
         f"sample itself; *dsg*, *zeroq*, *noise* = generated from the model (`calib_data=...`, {GEN_ITERS} Adam steps "
         "on one batch of 16 at lr 0.1, see robustart/quant/dsg.py). Clean top-1 over the first "
@@ -179,12 +270,15 @@ def _write(args, plan, results, elapsed) -> None:
         "- weights per output channel, symmetric; activations per tensor, asymmetric; first conv and classifier "
         "at 8 bits; backend fake; reconstruction: MSE ranges + 50 AdaRound iterations per block.",
         "",
-        "## Clean top-1 (%)",
+        "## Passes",
         "",
-        "| form | real (held-out) | dsg | zeroq | noise |",
-        "|---|---:|---:|---:|---:|",
+        "| pass (start, UTC) | end | command | device | versions | load average at end |",
+        "|---|---|---|---|---|---|",
     ]
-    lines[0] = lines[0].replace("the 1000-image ImageNet sample", f"the ImageNet sample (first {args.limit or 1000} images)")
+    for p in passes.values():
+        lines.append(f"| {p['id']} | {p.get('end', '')} | `{p['command']}` | {p['device']}, shared with other work "
+                     f"| {p['versions']} | {p.get('load', '')} |")
+    lines += ["", "## Clean top-1 (%)", "", "| form | real (held-out) | dsg | zeroq | noise |", "|---|---:|---:|---:|---:|"]
     fp = results.get(("clean", "fp", "-"))
     lines.append(f"| fp | {fp['top1']:.1f} | | | |" if fp else "| fp | not run | | | |")
     for label, _ in FORMS:
@@ -196,16 +290,22 @@ def _write(args, plan, results, elapsed) -> None:
         lines.append(f"| fp | {fp['top1']:.1f} | | | |" if fp else "| fp | not run | | | |")
         for label, _ in FORMS:
             lines.append(f"| {label} | " + " | ".join(_cell(results, (noise, label, s)) for s in SOURCES) + " |")
-    lines += ["", "## Jobs", "", "| noise | form | source | model spec | n | top-1 all | held-out | time |",
-              "|---|---|---|---|---:|---:|---:|---:|"]
-    for (noise, label, source), r in results.items():
-        lines.append(f"| {noise} | {label} | {source} | `{r['spec']}` | {r['n']} | {r['top1']:.1f} | {r['held']:.1f} | "
-                     f"{'reused' if r['reused'] else '%.0f s' % r['seconds']} |")
+    lines += ["", "## Jobs", "", "| noise | form | source | model spec | n | top-1 all | held-out | time | pass |",
+              "|---|---|---|---|---:|---:|---:|---:|---|"]
+    for r in results.values():
+        t = "reused" if r["seconds"] is None else f"{r['seconds']:.0f} s"
+        lines.append(f"| {r['noise']} | {r['label']} | {r['source']} | `{r['spec']}` | {r['n']} | {r['top1']:.1f} | "
+                     f"{r['held']:.1f} | {t} | {r['pass_']} |")
     missing = [(n, l, s) for n, l, s, _ in plan if (n, l, s) not in results]
     if missing:
-        lines += ["", f"Not run in this pass ({len(missing)} jobs; CPU time on a shared 2-core machine): "
+        lines += ["", f"Not run yet ({len(missing)} jobs; CPU time on a shared 2-core machine): "
                   + ", ".join(f"{l}/{s} {n}" for n, l, s in missing) + "."]
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    # the reading of the numbers is written by hand under "## Reading": kept across rewrites
+    old = Path(args.out).read_text() if Path(args.out).is_file() else ""
+    reading = old[old.index("## Reading"):].rstrip("\n").split("\n") if "## Reading" in old else []
+    tmp = Path(args.out).with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines + ([""] + reading if reading else [])) + "\n")
+    os.replace(tmp, args.out)
 
 
 if __name__ == "__main__":
