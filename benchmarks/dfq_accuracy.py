@@ -5,10 +5,14 @@ calibrated on four sources of `calib` images: real (drawn from the sample; 'held
 excludes them), DSG, ZeroQ-style and Gaussian noise images (robustart.quant.dsg). Robustness of
 each (form, source) on the first `--robust-limit` sample images: PGD at the small budget and one
 corruption at severity 3. Every number comes from a job in the results store, so a rerun reuses
-finished jobs; rows run in priority order and the table is rewritten after each.
+finished jobs; rows run in priority order and the table is rewritten after each. Measured jobs
+are kept in a JSON file beside the table (every pass adds to it, one lock for passes side by side),
+and the table is written from it.
 
   OMP_NUM_THREADS=2 ROBUSTART_IMAGENET_SAMPLE=... nice -n 10 python benchmarks/dfq_accuracy.py \
-      [--store DIR] [--calib 32] [--robust-limit 50] [--rows N] [--out benchmarks/results/dfq_accuracy.md]
+      [--store DIR] [--calib 32] [--limit 200] [--robust-limit 50] [--rows N] [--skip-done] \
+      [--forms w4a4+recon,...] [--sources real,dsg,...] [--noises clean,pgd,corruption] \
+      [--out benchmarks/results/dfq_accuracy.md]
 
 Generated images are made on first use (cached in $ROBUSTART_HOME/calib/); `robustart quant
 calib-gen efficientnet_lite0 --method dsg --n 16 --iters 60` makes the ones this table uses ahead

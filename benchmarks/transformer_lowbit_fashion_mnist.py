@@ -92,7 +92,7 @@ def train_fp(name, xtr, ytr, args, out: Path):
             loss.backward()
             opt.step()
         torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "epoch": ep + 1}, state)
-        print(f"{name}: fp epoch {ep + 1}/{args.fp_epochs} loss {float(loss):.3f}", flush=True)
+        print(f"{name}: fp epoch {ep + 1}/{args.fp_epochs} loss {loss.item():.3f}", flush=True)
     model.eval()
     save_file({k: v.contiguous() for k, v in model.net.state_dict().items()}, str(wpath))
     info = {"epochs": args.fp_epochs, "train_images": n, "seconds": time.perf_counter() - t0,
