@@ -43,36 +43,36 @@ FORMS = [  # (label, form spec head), in priority order
     ("w6a6", "w6a6"),
     ("w4a8", "w4a8"),
 ]
-GEN_ITERS = 60  # optimizer steps of the generators (the forms' default is 200): CPU budget
+GEN_ITERS = 60  # default optimizer steps of the generators (the forms' default is 200): CPU budget
 PGD = "pgd:budget=small,steps=5"
 CORRUPTION = "corruption:gaussian_noise:3"
 
 
-def spec_of(form: str, source: str, calib: int) -> str:
+def spec_of(form: str, source: str, calib: int, gen_iters: int = GEN_ITERS) -> str:
     sep = "," if ":" in form else ":"
     extra = f"calib={calib}" + ("" if source == "real" else f",calib_data={source}")
     if source in ("dsg", "zeroq"):
-        extra += f",gen_iters={GEN_ITERS}"
+        extra += f",gen_iters={gen_iters}"
     return f"{MODEL}@{form}{sep}{extra}"
 
 
-def full_plan(calib: int, robust: bool = True) -> list[tuple[str, str, str, str]]:
+def full_plan(calib: int, robust: bool = True, gen_iters: int = GEN_ITERS) -> list[tuple[str, str, str, str]]:
     """Every (noise, form label, source, model spec) of the table, in priority order: fp, then per
     form the four sources' clean jobs; the two forms the question is about (W8A8, W4A4
     reconstructed) and their robustness before the rest."""
     plan = [("clean", "fp", "-", MODEL)]
     noises = [PGD, CORRUPTION] if robust else []
     for label, form in FORMS[:3]:
-        plan += [("clean", label, s, spec_of(form, s, calib)) for s in RUN_ORDER]
+        plan += [("clean", label, s, spec_of(form, s, calib, gen_iters)) for s in RUN_ORDER]
     for noise in noises:
         plan.append((noise, "fp", "-", MODEL))
         for label, form in FORMS[:2]:
-            plan += [(noise, label, s, spec_of(form, s, calib)) for s in RUN_ORDER]
+            plan += [(noise, label, s, spec_of(form, s, calib, gen_iters)) for s in RUN_ORDER]
     for label, form in FORMS[3:]:
-        plan += [("clean", label, s, spec_of(form, s, calib)) for s in RUN_ORDER]
+        plan += [("clean", label, s, spec_of(form, s, calib, gen_iters)) for s in RUN_ORDER]
     for noise in noises:
         for label, form in FORMS[2:]:
-            plan += [(noise, label, s, spec_of(form, s, calib)) for s in RUN_ORDER]
+            plan += [(noise, label, s, spec_of(form, s, calib, gen_iters)) for s in RUN_ORDER]
     return plan
 
 
@@ -92,6 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--store", default=str(Path.home() / ".robustart" / "bench-dfq"))
     ap.add_argument("--calib", type=int, default=16)
+    ap.add_argument("--gen-iters", type=int, default=GEN_ITERS, help="generator steps of dsg / zeroq images")
     ap.add_argument("--limit", type=int, default=200, help="clean evaluation images (first N by id; 0: all 1000)")
     ap.add_argument("--robust-limit", type=int, default=50, help="images for PGD and the corruption")
     ap.add_argument("--rows", type=int, default=None, help="run only the first N selected jobs")
@@ -113,7 +114,7 @@ def main() -> None:
     if not data:
         sys.exit("set ROBUSTART_IMAGENET_SAMPLE to the 1000-image ImageNet sample folder")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
-    plan = full_plan(args.calib, robust=not args.no_robust)
+    plan = full_plan(args.calib, robust=not args.no_robust, gen_iters=args.gen_iters)
     todo = _pick(plan, args.forms, args.sources, args.noises)
     settings = _settings(args)
     held = _load(args.json).get("settings", settings)
@@ -147,7 +148,7 @@ def main() -> None:
 
 def _settings(args) -> dict:
     """What every job of one results file shares (the jobs are keyed by noise, form and source only)."""
-    return dict(model=MODEL, calib=args.calib, limit=args.limit, robust_limit=args.robust_limit, gen_iters=GEN_ITERS)
+    return dict(model=MODEL, calib=args.calib, limit=args.limit, robust_limit=args.robust_limit, gen_iters=args.gen_iters)
 
 
 def _key(job) -> tuple[str, str, str]:
@@ -162,6 +163,10 @@ def _pass_record(args) -> dict:
     v = versions()
     cmd = (f"OMP_NUM_THREADS={torch.get_num_threads()} nice -n 10 python benchmarks/dfq_accuracy.py "
            f"--calib {args.calib} --limit {args.limit} --robust-limit {args.robust_limit}")
+    if args.gen_iters != GEN_ITERS:
+        cmd += f" --gen-iters {args.gen_iters}"
+    if Path(args.out).name != "dfq_accuracy.md":
+        cmd += f" --out benchmarks/results/{Path(args.out).name}"
     for flag in ("forms", "sources", "noises"):
         if getattr(args, flag):
             cmd += f" --{flag} {getattr(args, flag)}"
@@ -265,7 +270,7 @@ def _write(args, plan, state) -> None:
         "names its pass); passes add to `dfq_accuracy.json` beside this file, and this page is written from it.",
         "",
         f"- every form calibrates on {args.calib} images (`calib={args.calib}`, seed 0): *real* = drawn from the "
-        f"sample itself; *dsg*, *zeroq*, *noise* = generated from the model (`calib_data=...`, {GEN_ITERS} Adam steps "
+        f"sample itself; *dsg*, *zeroq*, *noise* = generated from the model (`calib_data=...`, {args.gen_iters} Adam steps "
         "on one batch of 16 at lr 0.1, see robustart/quant/dsg.py). Clean top-1 over the first "
         f"{args.limit or 1000} images (by id); for *real*, over those not used for calibration (the number shown; the "
         "other sources never see a sample image).",
