@@ -267,7 +267,7 @@ def _write(args, plan, state) -> None:
         f"# Data-free vs real calibration: {MODEL} on the ImageNet sample (first {args.limit or 1000} images)",
         "",
         "Every number below comes from one job of `benchmarks/dfq_accuracy.py` (the job table at the end "
-        "names its pass); passes add to `dfq_accuracy.json` beside this file, and this page is written from it.",
+        f"names its pass); passes add to `{Path(args.json).name}` beside this file, and this page is written from it.",
         "",
         f"- every form calibrates on {args.calib} images (`calib={args.calib}`, seed 0): *real* = drawn from the "
         f"sample itself; *dsg*, *zeroq*, *noise* = generated from the model (`calib_data=...`, {args.gen_iters} Adam steps "
@@ -307,7 +307,8 @@ def _write(args, plan, state) -> None:
                      f"{r['held']:.1f} | {t} | {r['pass_']} |")
     missing = [(n, l, s) for n, l, s, _ in plan if (n, l, s) not in results]
     if missing:
-        lines += ["", f"Not run yet ({len(missing)} jobs; CPU time on a shared 2-core machine): "
+        lines += ["", f"Not run yet ({len(missing)} jobs of the full plan; a pass runs the ones its --forms, --sources "
+                  "and --noises select): "
                   + ", ".join(f"{l}/{s} {n}" for n, l, s in missing) + "."]
     # the reading of the numbers is written by hand under "## Reading": kept across rewrites
     old = Path(args.out).read_text() if Path(args.out).is_file() else ""
