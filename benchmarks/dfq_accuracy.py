@@ -116,12 +116,11 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     plan = full_plan(args.calib, robust=not args.no_robust, gen_iters=args.gen_iters)
     todo = _pick(plan, args.forms, args.sources, args.noises)
-    settings = _settings(args)
-    held = _load(args.json).get("settings", settings)
-    if held != settings:
-        sys.exit(f"{args.json} holds jobs run with {held}, not {settings}: pass another --out (and --json)")
+    settings, state = _settings(args), _load(args.json)
+    if state.get("settings", settings) != settings:
+        sys.exit(f"{args.json} holds jobs run with {state['settings']}, not {settings}: pass another --out (and --json)")
     if args.skip_done:
-        done = {_key(j) for j in _load(args.json)["jobs"]}
+        done = {_key(j) for j in state["jobs"]}
         todo = [j for j in todo if (j[0], j[1], j[2]) not in done]
     todo = todo if args.rows is None else todo[: args.rows]
     this_pass = _pass_record(args)
@@ -193,6 +192,8 @@ def _locked(path):
 
 
 def _record(args, plan, job, this_pass, reused: bool) -> None:
+    from robustart.results.store import atomic_write_json
+
     with _locked(args.json):
         state = _load(args.json)
         jobs = {_key(j): j for j in state["jobs"]}
@@ -207,9 +208,7 @@ def _record(args, plan, job, this_pass, reused: bool) -> None:
         state["passes"] = [p for p in state["passes"] if p["id"] != rec["id"]] + [rec]
         order = {(n, l, s): i for i, (n, l, s, _) in enumerate(plan)}
         state["jobs"] = sorted(jobs.values(), key=lambda j: order.get(_key(j), len(order)))
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=1) + "\n")
-        os.replace(tmp, args.json)
+        atomic_write_json(Path(args.json), state)
         _write(args, plan, state)
 
 
@@ -261,6 +260,8 @@ def _cell(results, key, held=True) -> str:
 
 
 def _write(args, plan, state) -> None:
+    from robustart.results.store import atomic_write_bytes
+
     results = {_key(j): j for j in state["jobs"]}
     passes = {p["id"]: p for p in state["passes"]}
     lines = [
@@ -313,9 +314,7 @@ def _write(args, plan, state) -> None:
     # the reading of the numbers is written by hand under "## Reading": kept across rewrites
     old = Path(args.out).read_text() if Path(args.out).is_file() else ""
     reading = old[old.index("## Reading"):].rstrip("\n").split("\n") if "## Reading" in old else []
-    tmp = Path(args.out).with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines + ([""] + reading if reading else [])) + "\n")
-    os.replace(tmp, args.out)
+    atomic_write_bytes(Path(args.out), ("\n".join(lines + ([""] + reading if reading else [])) + "\n").encode())
 
 
 if __name__ == "__main__":

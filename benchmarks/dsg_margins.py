@@ -9,7 +9,6 @@ generated sample (SLACK_PCT, i.i.d.-Gaussian model of the H*W values).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -40,7 +39,6 @@ def main() -> None:
     with torch.no_grad():
         model(x)
     stats.close()
-    z = dsg._z(dsg.SLACK_PCT)
     print(f"{args.model}, {len(files)} real images; margin: SLACK_PCT={dsg.SLACK_PCT}")
     print("| BN layer | H*W | real 90th-pct deviation of the mean / sigma | DSG margin / sigma | ratio |")
     print("|---:|---:|---:|---:|---:|")
@@ -50,7 +48,7 @@ def main() -> None:
         hw = f.shape[2] * f.shape[3]
         mean, _ = dsg._moments(f, per_sample=True)
         real = ((mean - bn.running_mean).abs().quantile(0.9, dim=0) / sd).median().item()
-        margin = z / math.sqrt(hw)
+        margin = (dsg.slack_margins(sd, hw, dsg.SLACK_PCT)[0] / sd).median().item()
         print(f"| {i} | {hw} | {real:.3f} | {margin:.4f} | {real / margin:.0f}x |")
 
 

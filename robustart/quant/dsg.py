@@ -124,6 +124,13 @@ def _moments(x: torch.Tensor, per_sample: bool):
     return v.mean(1), torch.sqrt(v.var(1, unbiased=False) + 1e-6)
 
 
+def slack_margins(sd: torch.Tensor, hw: int, slack: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDA's margins (delta, gamma) for the per-sample mean and std of a layer whose BN std is
+    `sd`, over `hw` values per channel (CHOICE: see the module docstring)."""
+    z = _z(slack)
+    return sd / math.sqrt(hw) * z, sd / math.sqrt(2.0 * max(hw - 1, 1)) * z
+
+
 def bn_loss(feats, bns, cfg: GenConfig, offset: int = 0) -> torch.Tensor:
     """The generation loss of `cfg.method` over the BN inputs `feats` (layer 0: the normalized
     image, target N(0, 1)). `offset`: index of the batch's first sample in the whole set (LSE)."""
@@ -138,7 +145,6 @@ def bn_loss(feats, bns, cfg: GenConfig, offset: int = 0) -> torch.Tensor:
             m, s = _moments(x, per_sample=False)
             total = total + (m - mu).pow(2).sum() + (s - sd).pow(2).sum()
         return total
-    z = _z(cfg.slack)
     B = feats[0].shape[0]
     idx = torch.arange(offset, offset + B, device=feats[0].device)
     for l, (x, (mu, sd)) in enumerate(zip(feats, targets)):
@@ -147,8 +153,7 @@ def bn_loss(feats, bns, cfg: GenConfig, offset: int = 0) -> torch.Tensor:
         if l == 0:  # the image itself: no slack
             dm = dsd = torch.zeros_like(mu)
         else:
-            dm = sd / math.sqrt(hw) * z
-            dsd = sd / math.sqrt(2.0 * max(hw - 1, 1)) * z
+            dm, dsd = slack_margins(sd, hw, cfg.slack)
         per = (torch.relu((m - mu).abs() - dm).pow(2).sum(1) + torch.relu((s - sd).abs() - dsd).pow(2).sum(1))
         w = 1.0 + cfg.lse * (idx % L == l).float()  # LSE: sample i enhances layer i mod L
         total = total + (w * per).mean()
