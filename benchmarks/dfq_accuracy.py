@@ -155,11 +155,6 @@ def _key(job) -> tuple[str, str, str]:
 
 
 def _pass_record(args) -> dict:
-    from robustart.engine.env import cpu_model, versions
-
-    import robustart
-
-    v = versions()
     cmd = (f"OMP_NUM_THREADS={torch.get_num_threads()} nice -n 10 python benchmarks/dfq_accuracy.py "
            f"--calib {args.calib} --limit {args.limit} --robust-limit {args.robust_limit}")
     if args.gen_iters != GEN_ITERS:
@@ -169,6 +164,16 @@ def _pass_record(args) -> dict:
     for flag in ("forms", "sources", "noises"):
         if getattr(args, flag):
             cmd += f" --{flag} {getattr(args, flag)}"
+    return machine_record(cmd)
+
+
+def machine_record(cmd: str) -> dict:
+    """One pass: its start, command, machine and versions."""
+    from robustart.engine.env import cpu_model, versions
+
+    import robustart
+
+    v = versions()
     return dict(id=datetime.now(timezone.utc).isoformat(timespec="seconds"), command=cmd,
                 device=f"{cpu_model()}, {torch.get_num_threads()} thread(s)",
                 versions=f"robustart {robustart.__version__}, torch {v.get('torch')}, timm {v.get('timm')}")

@@ -1,7 +1,8 @@
 """DSG's slack margins against real images: how far one real image's per-channel BN-input mean
-lies from the layer's running mean (90th percentile over the images, median over channels, in
-units of the layer's sigma), next to the margin delta that `robustart.quant.dsg` allows one
-generated sample (SLACK_PCT, i.i.d.-Gaussian model of the H*W values).
+and std lie from the layer's running mean and std (90th percentile over the images, median over
+channels, in units of the layer's sigma), next to the margin that `robustart.quant.dsg` allows one
+generated sample (MARGIN sigmas) and the one its first rule allowed (the 90th percentile of the
+deviation of H*W i.i.d. Gaussian values' mean: z_0.95 / sqrt(H*W) sigmas).
 
   ROBUSTART_IMAGENET_SAMPLE=... python benchmarks/dsg_margins.py [--model efficientnet_lite0] [--n 16]
 """
@@ -9,6 +10,7 @@ generated sample (SLACK_PCT, i.i.d.-Gaussian model of the H*W values).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
@@ -39,18 +41,20 @@ def main() -> None:
     with torch.no_grad():
         model(x)
     stats.close()
-    print(f"{args.model}, {len(files)} real images; margin: SLACK_PCT={dsg.SLACK_PCT}")
-    print("| BN layer | H*W | real 90th-pct deviation of the mean / sigma | DSG margin / sigma | ratio |")
-    print("|---:|---:|---:|---:|---:|")
+    z = math.sqrt(2.0) * torch.erfinv(torch.tensor(0.9)).item()  # Phi^-1(0.95)
+    print(f"{args.model}, {len(files)} real images; DSG margin: MARGIN={dsg.MARGIN} sigma")
+    print("| BN layer | H*W | real 90th-pct deviation of the mean / sigma | of the std / sigma | DSG margin / sigma "
+          "| first rule's margin / sigma |")
+    print("|---:|---:|---:|---:|---:|---:|")
     for i in sorted({0, len(bns) // 8, len(bns) // 4, len(bns) // 2, 3 * len(bns) // 4, len(bns) - 1}):
         f, bn = stats.out[i], bns[i]
         sd = torch.sqrt(bn.running_var + bn.eps)
         hw = f.shape[2] * f.shape[3]
-        mean, _ = dsg._moments(f, per_sample=True)
+        mean, std = dsg._moments(f, per_sample=True)
         real = ((mean - bn.running_mean).abs().quantile(0.9, dim=0) / sd).median().item()
-        margin = (dsg.slack_margins(sd, hw, dsg.SLACK_PCT)[0] / sd).median().item()
-        print(f"| {i} | {hw} | {real:.3f} | {margin:.4f} | {real / margin:.0f}x |")
-
+        real_sd = ((std - sd).abs().quantile(0.9, dim=0) / sd).median().item()
+        margin = (dsg.slack_margins(sd, dsg.MARGIN)[0] / sd).median().item()
+        print(f"| {i} | {hw} | {real:.3f} | {real_sd:.3f} | {margin:.3f} | {z / math.sqrt(hw):.4f} |")
 
 if __name__ == "__main__":
     main()

@@ -75,11 +75,18 @@ def test_slack_margin_and_layer_enhancement():
     img_ps = torch.randn(2, 1, 4, 4, generator=g)
     img_ps = (img_ps - img_ps.mean((2, 3), keepdim=True)) / img_ps.std((2, 3), keepdim=True, unbiased=False)
     assert float(dsg.bn_loss([img_ps, feat], bns, cfg)) < 1e-6
-    shifted = feat + 0.5 * sd.view(1, -1, 1, 1)  # half a std off: beyond the margin
+    shifted = feat + 0.5 * sd.view(1, -1, 1, 1)  # half a std off: beyond the default margin (0.25 std)
     base = float(dsg.bn_loss([img_ps, shifted], bns, cfg))
     assert base > 0
-    small = feat + 0.05 * sd.view(1, -1, 1, 1)  # inside the margin (z_0.9 / sqrt(196) = 0.12 std)
+    # only the part beyond the margin costs: (0.5 - 0.25)^2 std^2 per channel, the std term matches
+    assert base == pytest.approx(float(((0.5 - dsg.MARGIN) * sd).pow(2).sum()), rel=1e-3)
+    small = feat + 0.2 * sd.view(1, -1, 1, 1)  # inside the margin
     assert float(dsg.bn_loss([img_ps, small], bns, cfg)) < 1e-6
+    # gen_margin: 0 matches each sample exactly, a wider margin lets the half-std shift through
+    assert float(dsg.bn_loss([img_ps, small], bns, dsg.GenConfig(method="dsg", n=2, lse=0.0, margin=0.0))) > 1e-3
+    assert float(dsg.bn_loss([img_ps, shifted], bns, dsg.GenConfig(method="dsg", n=2, lse=0.0, margin=0.6))) < 1e-6
+    with pytest.raises(ValueError, match="margin"):
+        dsg.GenConfig(method="dsg", margin=-0.1)
     # LSE: with offset 1, sample 0 (global index 1) enhances layer 1 (the BN layer)
     enhanced = float(dsg.bn_loss([img_ps, shifted], bns, dsg.GenConfig(method="dsg", n=2, lse=1.0), offset=1))
     assert enhanced == pytest.approx(base * 1.5, rel=1e-4)  # one of two samples counts twice
@@ -96,8 +103,12 @@ def test_images_are_cached_by_model_method_n_seed(_isolated_home):
     assert p2 == p and p.stat().st_mtime_ns == mtime and torch.equal(a, b)  # read back, not regenerated
     others = {dsg.cache_path(m.entry, None, c) for c in (
         dsg.GenConfig(method="dsg", n=2, iters=3, batch=2, seed=1), dsg.GenConfig(method="zeroq", n=2, iters=3, batch=2),
-        dsg.GenConfig(method="dsg", n=3, iters=3, batch=2), dsg.GenConfig(method="dsg", n=2, iters=4, batch=2))}
-    assert p not in others and len(others) == 4
+        dsg.GenConfig(method="dsg", n=3, iters=3, batch=2), dsg.GenConfig(method="dsg", n=2, iters=4, batch=2),
+        dsg.GenConfig(method="dsg", n=2, iters=3, batch=2, margin=0.5))}
+    assert p not in others and len(others) == 5
+    # ZeroQ-style and noise images do not depend on DSG's settings: one cache file whatever the margin
+    assert dsg.cache_path(m.entry, None, dsg.GenConfig(method="zeroq", n=2, margin=0.5)) \
+        == dsg.cache_path(m.entry, None, dsg.GenConfig(method="zeroq", n=2))
     png = dsg.grid_png(a, _isolated_home / "grid.png")
     assert png.stat().st_size > 0
 
@@ -134,8 +145,10 @@ def test_robustart_eval_reaches_the_three_forms(fashion_mnist, _isolated_home, t
     runner = CliRunner()
     store = str(tmp_path / "store")
     common = ["--data", "fashion-mnist:test", "--limit", "8", "--store", store, "--json"]
+    keys = {}
     for model, form, check in (
-        ("tiny-bn@w8a8:calib_data=dsg,calib=2,gen_iters=2", "w8a8", lambda c: c["calibration"]["generated"]["iters"] == 2),
+        ("tiny-bn@w8a8:calib_data=dsg,calib=2,gen_iters=2", "w8a8", lambda c: c["calibration"]["generated"]["iters"] == 2
+         and c["calibration"]["generated"]["margin"] == dsg.MARGIN),
         ("tiny-vit@w4a4:method=apq,calib=8", "w4a4", lambda c: c["quant"]["method"] == "apq"
          and c["quant"]["softmax"] == "mpq"),
         ("tiny-vit@bwta:calib=8,untrained=yes", "bwta", lambda c: c["quant"]["form"] == "bwta"
@@ -149,9 +162,19 @@ def test_robustart_eval_reaches_the_three_forms(fashion_mnist, _isolated_home, t
 
         meta = ResultsStore(store).read_meta(res["key"])
         assert check(meta["config"]["model"]), meta["config"]["model"]
-    # the generation settings are in the job key: another gen_iters is another job
+        keys[form] = res["key"]
+    # the generation settings are in the job key: another gen_iters or gen_margin is another job
     r = runner.invoke(app, ["eval", "--model", "tiny-bn@w8a8:calib_data=dsg,calib=2,gen_iters=3", *common])
-    assert r.exit_code == 0 and json.loads(r.stdout)["key"] != res["key"]
+    assert r.exit_code == 0, r.output
+    k3 = json.loads(r.stdout)["key"]
+    assert k3 != keys["w8a8"]
+    r = runner.invoke(app, ["eval", "--model", "tiny-bn@w8a8:calib_data=dsg,calib=2,gen_iters=3,gen_margin=0.5", *common])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["key"] not in (k3, keys["w8a8"])
+    meta = ResultsStore(store).read_meta(json.loads(r.stdout)["key"])
+    assert meta["config"]["model"]["calibration"]["generated"]["margin"] == 0.5
+    r = runner.invoke(app, ["eval", "--model", "tiny-bn@w8a8:calib_data=dsg,gen_margin=wide", *common])
+    assert r.exit_code == 2 and "gen_margin must be a number" in r.output
     r = runner.invoke(app, ["eval", "--model", "tiny-bn@bwta", *common])
     assert r.exit_code == 2 and "error:" in r.output and "transformer and mixer" in r.output
     r = runner.invoke(app, ["eval", "--model", "tiny-vit@bwta:calib=8", *common])  # untrained, not asked for
@@ -180,6 +203,12 @@ def test_calib_gen_command(_isolated_home, tmp_path):
         == res["cache"].rsplit("/", 1)[-1]
     r = runner.invoke(app, ["quant", "calib-gen", "tiny-bn", "--method", "dsgg"])
     assert r.exit_code == 2 and "error:" in r.output and "dsg" in r.output
+    r = runner.invoke(app, ["quant", "calib-gen", "tiny-bn", "--method", "dsg", "--margin", "-1"])
+    assert r.exit_code == 2 and "error:" in r.output and "margin" in r.output
+    r = runner.invoke(app, ["quant", "calib-gen", "tiny-bn", "--method", "dsg", "--n", "2", "--iters", "2",
+                            "--margin", "0.5", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["settings"]["margin"] == 0.5
 
 
 def _sha(home):

@@ -26,11 +26,12 @@ def calib_gen(
     n: Annotated[int, typer.Option("--n", help="Number of images (a form's calib=N).")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed (a form's seed=).")] = 0,
     iters: Annotated[Optional[int], typer.Option("--iters", help="Optimizer steps per batch (a form's gen_iters=; default 200).")] = None,
+    margin: Annotated[Optional[float], typer.Option("--margin", help="dsg: slack in units of a layer's BN std (a form's gen_margin=; default 0.25).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Grid PNG of the images (default: beside the cache file).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Generate (or reuse) the calibration images that `NAME@wNaM:calib_data=METHOD,calib=N,seed=S[,gen_iters=I]`
+    """Generate (or reuse) the calibration images that `NAME@wNaM:calib_data=METHOD,calib=N,seed=S[,gen_iters=I,gen_margin=K]`
     uses, and write a grid PNG of them."""
     import torch
 
@@ -42,7 +43,7 @@ def calib_gen(
     try:
         if method not in dsg.METHODS:
             raise RobustartError(f"--method {method!r}: choose one of {', '.join(dsg.METHODS)}.")
-        kw = {} if iters is None else {"iters": iters}
+        kw = {k: v for k, v in (("iters", iters), ("margin", margin)) if v is not None}
         try:
             cfg = dsg.GenConfig(method=method, n=n, seed=seed, **kw)
         except ValueError as e:

@@ -75,9 +75,9 @@ def calibration_set(qcfg: QuantConfig, eval_source=None) -> CalibSet:
     from robustart.quant import dsg
 
     if spec in dsg.METHODS:  # images generated from the model itself (data-free calibration)
-        it = getattr(qcfg, "gen_iters", None)
-        return dsg.GeneratedCalib(dsg.GenConfig(method=spec, n=qcfg.calib, seed=qcfg.seed,
-                                                **({} if it is None else {"iters": it})))
+        kw = {k: v for k, v in (("iters", getattr(qcfg, "gen_iters", None)),
+                                ("margin", getattr(qcfg, "gen_margin", None))) if v is not None}
+        return dsg.GeneratedCalib(dsg.GenConfig(method=spec, n=qcfg.calib, seed=qcfg.seed, **kw))
     if spec is None:
         if eval_source is None:
             raise DataError("a quantized form needs calibration images: give calib_data= in the form, set "

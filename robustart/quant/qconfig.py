@@ -52,6 +52,8 @@ PARAMS = {
                "the default with method=apq)",
     "elim": "method=apq: share of the smallest block-output errors left out of the metric (default 0.5)",
     "gen_iters": "calib_data=dsg|zeroq: optimizer steps per batch of generated images (default 200)",
+    "gen_margin": "calib_data=dsg: slack of each sample's BN statistics, in units of the layer's BN std "
+                  "(default 0.25; 0 = exact per-sample matching)",
 }
 
 
@@ -73,10 +75,13 @@ class QuantConfig:
     softmax: str | None = None  # None: mpq with method=apq, else uniform
     elim: float = 0.5
     gen_iters: int | None = None  # None: robustart.quant.dsg's default
+    gen_margin: float | None = None  # None: robustart.quant.dsg's default
 
     def __post_init__(self) -> None:
         if self.gen_iters is not None and self.gen_iters < 1:
             raise FormError(f"gen_iters must be >= 1, got {self.gen_iters}.")
+        if self.gen_margin is not None and not 0.0 <= float(self.gen_margin) < 10.0:
+            raise FormError(f"gen_margin (in units of a layer's BN std) must be in [0, 10), got {self.gen_margin}.")
         if self.method not in METHODS:
             raise FormError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}.")
         if self.softmax is None:
@@ -126,8 +131,9 @@ class QuantConfig:
             d.pop("elim")  # only BBC reads it
         if self.softmax == "uniform":
             d.pop("softmax")
-        if self.gen_iters is None:
-            d.pop("gen_iters")
+        for k in ("gen_iters", "gen_margin"):
+            if d[k] is None:
+                d.pop(k)
         return d
 
     def spec(self) -> str:
@@ -207,6 +213,11 @@ def parse_form(text: str, *, model: str = "") -> tuple[str, dict]:
             kwargs[k] = str(kwargs[k]).lower()
     if "elim" in kwargs and not isinstance(kwargs["elim"], (int, float)):
         raise FormError(f"{where}: elim must be a number in [0, 1), got {kwargs['elim']!r}.")
+    if "gen_margin" in kwargs:
+        if isinstance(kwargs["gen_margin"], bool) or not isinstance(kwargs["gen_margin"], (int, float)):
+            raise FormError(f"{where}: gen_margin must be a number (units of a layer's BN std), "
+                            f"got {kwargs['gen_margin']!r}.")
+        kwargs["gen_margin"] = float(kwargs["gen_margin"])
     try:
         cfg = QuantConfig(w_bits=int(m.group(1)), a_bits=int(m.group(2)), **kwargs)
     except FormError as e:
