@@ -175,6 +175,10 @@ def test_robustart_eval_reaches_the_three_forms(fashion_mnist, _isolated_home, t
     assert meta["config"]["model"]["calibration"]["generated"]["margin"] == 0.5
     r = runner.invoke(app, ["eval", "--model", "tiny-bn@w8a8:calib_data=dsg,gen_margin=wide", *common])
     assert r.exit_code == 2 and "gen_margin must be a number" in r.output
+    # a generation setting where nothing is generated is refused, not carried into the key unused
+    for model in ("tiny-bn@w8a8:calib_data=zeroq,calib=2,gen_margin=0.5", "tiny-bn@w8a8:calib=2,gen_iters=3"):
+        r = runner.invoke(app, ["eval", "--model", model, *common])
+        assert r.exit_code == 2 and "error:" in r.output and "drop them" in r.output, r.output
     r = runner.invoke(app, ["eval", "--model", "tiny-bn@bwta", *common])
     assert r.exit_code == 2 and "error:" in r.output and "transformer and mixer" in r.output
     r = runner.invoke(app, ["eval", "--model", "tiny-vit@bwta:calib=8", *common])  # untrained, not asked for

@@ -97,10 +97,6 @@ def _bn_layers(net: nn.Module) -> list[nn.BatchNorm2d]:
     return [m for m in net.modules() if isinstance(m, nn.BatchNorm2d) and m.running_mean is not None]
 
 
-def _z(p: float) -> float:
-    return math.sqrt(2.0) * torch.erfinv(torch.tensor(float(p))).item()  # Phi^-1((1 + p) / 2)
-
-
 class _Stats:
     """Forward pre-hooks on the BN layers: the per-sample mean / std of each BN input."""
 
