@@ -133,7 +133,7 @@ def main() -> None:
         res = evaluate(spec, data, noise=noise, limit=limit, batch_size=args.batch_size, store=args.store,
                        progress=False)
         rec = res.records
-        job = dict(noise=noise, label=label, source=source, spec=spec, n=len(rec), top1=_pct(rec),
+        job = dict(noise=noise, label=label, source=source, spec=spec, key=res.key, n=len(rec), top1=_pct(rec),
                    held=_held_out(rec, spec, data),
                    seconds=None if res.reused else round(time.perf_counter() - t0),
                    pass_=this_pass["id"])
@@ -203,8 +203,9 @@ def _record(args, plan, job, this_pass, reused: bool) -> None:
         state = _load(args.json)
         jobs = {_key(j): j for j in state["jobs"]}
         old = jobs.get(_key(job))
-        # a job reused from the store keeps the pass (and time) that measured it
-        if not (reused and old is not None and old["spec"] == job["spec"]):
+        # a job reused from the store keeps the pass (and time) that measured it; the store key, not
+        # the spec, says it is the same job (a spec means another job when a default changes)
+        if not (reused and old is not None and old.get("key") == job["key"]):
             jobs[_key(job)] = job
         load = os.getloadavg()
         rec = dict(this_pass, end=datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -75,10 +75,11 @@ def main() -> None:
         t0 = time.perf_counter()
         res = evaluate(sp, data, noise="clean", limit=args.limit or None, batch_size=args.batch_size,
                        store=args.store, progress=False)
-        job = dict(source=source, margin=margin, seed=seed, spec=sp, n=len(res.records), top1=D._pct(res.records),
+        job = dict(source=source, margin=margin, seed=seed, spec=sp, key=res.key, n=len(res.records),
+                   top1=D._pct(res.records),
                    seconds=None if res.reused else round(time.perf_counter() - t0), pass_=this["id"])
         old = jobs.get((source, margin, seed))
-        if not (res.reused and old is not None and old["spec"] == sp):
+        if not (res.reused and old is not None and old.get("key") == res.key):  # see dfq_accuracy._record
             jobs[(source, margin, seed)] = job
         print(f"{source:6s} margin {margin!s:5s} seed {seed}  top1 {job['top1']:6.2f} "
               f"({'reused' if res.reused else '%ds' % job['seconds']})", flush=True)
