@@ -43,7 +43,8 @@ FORMS = [  # (label, form spec head), in priority order
     ("w6a6", "w6a6"),
     ("w4a8", "w4a8"),
 ]
-GEN_ITERS = 60  # default optimizer steps of the generators (the forms' default is 200): CPU budget
+GEN_ITERS = 60  # optimizer steps of the generators, the forms' default; written into every spec, so a new
+# default does not turn the recorded jobs into other ones
 PGD = "pgd:budget=small,steps=5"
 CORRUPTION = "corruption:gaussian_noise:3"
 

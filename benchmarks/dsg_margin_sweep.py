@@ -113,7 +113,7 @@ def write(out: Path, state: dict, args) -> None:
              f"Clean top-1 (%) on the first {n} sample images of `{D.MODEL}@{FORM}` calibrated on {args.calib} images "
              f"generated with {args.gen_iters} Adam steps (`calib_data=zeroq` or `calib_data=dsg,gen_margin=K`, "
              "`seed=S` seeds both the generator's starting noise and the reconstruction's minibatch draws). Written by "
-             "`benchmarks/dsg_margin_sweep.py` from `dsg_margin_sweep.json`; the seed-0 jobs are those of "
+             "`benchmarks/dsg_margin_sweep.py` from `dsg_margin_sweep.json`; the seed-0 specs are those of "
              "`dfq_accuracy_1000.md`. Real-image calibration of the same form: 75.7% (`dfq_accuracy_1000.md`).", "",
              "## Passes", "", "| pass (start, UTC) | end | command | device | versions | load average at end |",
              "|---|---|---|---|---|---|"]

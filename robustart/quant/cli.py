@@ -25,7 +25,7 @@ def calib_gen(
     method: Annotated[str, typer.Option("--method", help="dsg | zeroq | noise.")] = "dsg",
     n: Annotated[int, typer.Option("--n", help="Number of images (a form's calib=N).")] = 64,
     seed: Annotated[int, typer.Option("--seed", help="Seed (a form's seed=).")] = 0,
-    iters: Annotated[Optional[int], typer.Option("--iters", help="Optimizer steps per batch (a form's gen_iters=; default 200).")] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", help="Optimizer steps per batch (a form's gen_iters=; default 60).")] = None,
     margin: Annotated[Optional[float], typer.Option("--margin", help="dsg: slack in units of a layer's BN std (a form's gen_margin=; default 0.25).")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Grid PNG of the images (default: beside the cache file).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch CPU threads.")] = None,

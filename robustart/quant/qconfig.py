@@ -51,7 +51,7 @@ PARAMS = {
     "softmax": "attention-probability quantizer: uniform (fixed [0, 1] grid) | mpq (Matthew-effect preserving; "
                "the default with method=apq)",
     "elim": "method=apq: share of the smallest block-output errors left out of the metric (default 0.5)",
-    "gen_iters": "calib_data=dsg|zeroq: optimizer steps per batch of generated images (default 200)",
+    "gen_iters": "calib_data=dsg|zeroq: optimizer steps per batch of generated images (default 60)",
     "gen_margin": "calib_data=dsg: slack of each sample's BN statistics, in units of the layer's BN std "
                   "(default 0.25; 0 = exact per-sample matching)",
 }
