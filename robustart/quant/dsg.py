@@ -22,8 +22,8 @@ instead of real ones:
 Choices where the paper (as we could read it) gives no number, marked CHOICE below: the margins
 delta_l = gamma_l = margin * sigma_l (the layer's BN standard deviation; `margin`, a form's
 gen_margin=, default MARGIN). A first rule took the 90th percentile of the deviation one sample's
-statistics would show if its H*W values were i.i.d. N(mu_l, sigma_l^2) (sigma_l z / sqrt(HW), 0.01-0.1
-sigma_l): real images' per-sample means lie 0.3-1 sigma_l from the running mean
+statistics would show if its H*W values were i.i.d. N(mu_l, sigma_l^2) (sigma_l z / sqrt(HW), 0.015-0.24
+sigma_l on efficientnet_lite0): real images' per-sample means lie 0.5-1 sigma_l from the running mean
 (benchmarks/dsg_margins.py), 4-42x farther, and with that rule DSG tied or lost to ZeroQ-style
 (59.6% vs 60.4% at reconstructed W4A4 on efficientnet_lite0). With margin 0.25 DSG is 2.3-3.1 points
 above ZeroQ-style on each of three seeds (benchmarks/results/dsg_margin_sweep.md). The input image is a
