@@ -180,6 +180,28 @@ def machine_record(cmd: str) -> dict:
                 versions=f"robustart {robustart.__version__}, torch {v.get('torch')}, timm {v.get('timm')}")
 
 
+def keeps_recorded(old: dict | None, key: str, reused: bool) -> bool:
+    """A job reused from the store keeps the row (pass and time) that measured it; the store key, not
+    the spec, says it is the same job (a spec means another job when a default changes)."""
+    return reused and old is not None and old.get("key") == key
+
+
+def ended(this_pass: dict) -> dict:
+    """The pass record as of now: its end time and the load average."""
+    load = os.getloadavg()
+    return dict(this_pass, end=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                load=f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+
+
+def write_page(out: Path, lines: list[str]) -> None:
+    """Write a results page, keeping the hand-written "## Reading" section of the one it replaces."""
+    from robustart.results.store import atomic_write_bytes
+
+    old = out.read_text() if out.is_file() else ""
+    reading = old[old.index("## Reading"):].rstrip("\n").split("\n") if "## Reading" in old else []
+    atomic_write_bytes(out, ("\n".join(lines + ([""] + reading if reading else [])) + "\n").encode())
+
+
 def _load(path) -> dict:
     p = Path(path)
     return json.loads(p.read_text()) if p.is_file() else {"passes": [], "jobs": []}
@@ -203,14 +225,9 @@ def _record(args, plan, job, this_pass, reused: bool) -> None:
     with _locked(args.json):
         state = _load(args.json)
         jobs = {_key(j): j for j in state["jobs"]}
-        old = jobs.get(_key(job))
-        # a job reused from the store keeps the pass (and time) that measured it; the store key, not
-        # the spec, says it is the same job (a spec means another job when a default changes)
-        if not (reused and old is not None and old.get("key") == job["key"]):
+        if not keeps_recorded(jobs.get(_key(job)), job["key"], reused):
             jobs[_key(job)] = job
-        load = os.getloadavg()
-        rec = dict(this_pass, end=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   load=f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+        rec = ended(this_pass)
         state["settings"] = _settings(args)
         state["passes"] = [p for p in state["passes"] if p["id"] != rec["id"]] + [rec]
         order = {(n, l, s): i for i, (n, l, s, _) in enumerate(plan)}
@@ -267,8 +284,6 @@ def _cell(results, key, held=True) -> str:
 
 
 def _write(args, plan, state) -> None:
-    from robustart.results.store import atomic_write_bytes
-
     results = {_key(j): j for j in state["jobs"]}
     passes = {p["id"]: p for p in state["passes"]}
     lines = [
@@ -318,10 +333,7 @@ def _write(args, plan, state) -> None:
         lines += ["", f"Not run yet ({len(missing)} jobs of the full plan; a pass runs the ones its --forms, --sources "
                   "and --noises select): "
                   + ", ".join(f"{l}/{s} {n}" for n, l, s in missing) + "."]
-    # the reading of the numbers is written by hand under "## Reading": kept across rewrites
-    old = Path(args.out).read_text() if Path(args.out).is_file() else ""
-    reading = old[old.index("## Reading"):].rstrip("\n").split("\n") if "## Reading" in old else []
-    atomic_write_bytes(Path(args.out), ("\n".join(lines + ([""] + reading if reading else [])) + "\n").encode())
+    write_page(Path(args.out), lines)
 
 
 if __name__ == "__main__":

@@ -78,14 +78,11 @@ def main() -> None:
         job = dict(source=source, margin=margin, seed=seed, spec=sp, key=res.key, n=len(res.records),
                    top1=D._pct(res.records),
                    seconds=None if res.reused else round(time.perf_counter() - t0), pass_=this["id"])
-        old = jobs.get((source, margin, seed))
-        if not (res.reused and old is not None and old.get("key") == res.key):  # see dfq_accuracy._record
+        if not D.keeps_recorded(jobs.get((source, margin, seed)), res.key, res.reused):
             jobs[(source, margin, seed)] = job
         print(f"{source:6s} margin {margin!s:5s} seed {seed}  top1 {job['top1']:6.2f} "
               f"({'reused' if res.reused else '%ds' % job['seconds']})", flush=True)
-        load = os.getloadavg()
-        this["end"] = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-        this["load"] = f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}"
+        this = D.ended(this)
         state = dict(settings=settings, passes=[p for p in state["passes"] if p["id"] != this["id"]] + [this],
                      jobs=sorted(jobs.values(), key=lambda j: (j["source"] != "zeroq", j["margin"] or 0, j["seed"])))
         atomic_write_json(path, state)
@@ -95,7 +92,6 @@ def main() -> None:
 
 def write(out: Path, state: dict, args) -> None:
     from robustart.quant import dsg
-    from robustart.results.store import atomic_write_bytes
 
     jobs = state["jobs"]
     seeds = sorted({j["seed"] for j in jobs})
@@ -136,9 +132,7 @@ def write(out: Path, state: dict, args) -> None:
         t = "reused" if j["seconds"] is None else f"{j['seconds']:.0f} s"
         lines.append(f"| {j['source']} | {'' if j['margin'] is None else j['margin']} | {j['seed']} | `{j['spec']}` | "
                      f"{j['n']} | {j['top1']:.1f} | {t} | {j['pass_']} |")
-    old = out.read_text() if out.is_file() else ""
-    reading = old[old.index("## Reading"):].rstrip("\n").split("\n") if "## Reading" in old else []
-    atomic_write_bytes(out, ("\n".join(lines + ([""] + reading if reading else [])) + "\n").encode())
+    D.write_page(out, lines)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ FORMAT = 1
 
 MARGIN = 0.25  # CHOICE: SDA margin in units of the layer's BN std (see the module docstring)
 LSE_WEIGHT = 1.0  # CHOICE: extra weight of each sample's enhanced layer (the layer counts twice)
+# a quantized form's generation settings: the GenConfig field each sets, and the methods that read it
+FORM_SETTINGS = {"gen_iters": ("iters", ("dsg", "zeroq")), "gen_margin": ("margin", ("dsg",))}
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ class GenConfig:
     n: int = 64
     seed: int = 0
     iters: int = 60  # CHOICE (gen_iters= changes it): ZeroQ and DSG use 500; on efficientnet_lite0 60 steps calibrate
-    # as well as 200 or better (benchmarks/results/dfq_accuracy_gen200.md) in a third of the time
+    # as well as 200 or better (benchmarks/results/dfq_accuracy_gen200.md) with under a third of the steps
     lr: float = 0.1  # Adam step on [0, 1] pixels, cosine-decayed to 0
     batch: int = 16  # images optimized together (ZeroQ's batch statistics are over these)
     margin: float = MARGIN

@@ -74,19 +74,18 @@ def calibration_set(qcfg: QuantConfig, eval_source=None) -> CalibSet:
     spec = qcfg.calib_data or os.environ.get(CALIB_ENV) or None
     from robustart.quant import dsg
 
+    given = {k: v for k in dsg.FORM_SETTINGS if (v := getattr(qcfg, k, None)) is not None}
     # generation settings where nothing is generated would change the job key and nothing else
-    unused = [f"{k}={v}" for k, v, used in (("gen_iters", getattr(qcfg, "gen_iters", None), ("dsg", "zeroq")),
-                                           ("gen_margin", getattr(qcfg, "gen_margin", None), ("dsg",)))
-              if v is not None and spec not in used]
+    unused = [f"{k}={v}" for k, v in given.items() if spec not in dsg.FORM_SETTINGS[k][1]]
     if unused:
         from robustart.quant.qconfig import FormError
 
-        raise FormError(f"{', '.join(unused)}: these settings shape generated calibration images (gen_iters: "
-                        f"calib_data=dsg|zeroq, gen_margin: calib_data=dsg), but the calibration data here is "
-                        f"{spec or 'the evaluated images'}; drop them or choose calib_data=dsg.")
+        readers = ", ".join(f"{k}: calib_data={'|'.join(m)}" for k, (_, m) in dsg.FORM_SETTINGS.items())
+        raise FormError(f"{', '.join(unused)}: these settings shape generated calibration images ({readers}), but "
+                        f"the calibration data here is {spec or 'the evaluated images'}; drop them or choose "
+                        "calib_data=dsg.")
     if spec in dsg.METHODS:  # images generated from the model itself (data-free calibration)
-        kw = {k: v for k, v in (("iters", getattr(qcfg, "gen_iters", None)),
-                                ("margin", getattr(qcfg, "gen_margin", None))) if v is not None}
+        kw = {dsg.FORM_SETTINGS[k][0]: v for k, v in given.items()}
         return dsg.GeneratedCalib(dsg.GenConfig(method=spec, n=qcfg.calib, seed=qcfg.seed, **kw))
     if spec is None:
         if eval_source is None:
